@@ -1,0 +1,378 @@
+"""The ``napari-unet`` command: train, predict, evaluate, demo. Bad input exits non-zero with one line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes in one line instead of usage plus error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="bf16 on CPUs/GPUs that compute it natively, else fp32 (default: auto)",
+    )
+    p.add_argument(
+        "--channel-axis",
+        type=int,
+        default=None,
+        help="axis of the channels in multi-channel images (default: detect RGB-like last axes)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="napari-unet", description="Train and run U-Nets for segmentation, headless.")
+    parser.add_argument("--version", action="version", version=f"napari-unet {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model on images and their labels")
+    t.add_argument("images", nargs="+", help="image files (TIFF, PNG/JPEG, .npy, zarr)")
+    t.add_argument("--labels", nargs="+", required=True, help="one label image per image, same order")
+    t.add_argument("-o", "--output", required=True, help="model file to write, e.g. model.pt")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--sparse",
+        dest="mode",
+        action="store_const",
+        const="sparse",
+        help="scribbles: 0 = not annotated, 1 = background, 2.. = classes",
+    )
+    mode.add_argument(
+        "--dense",
+        dest="mode",
+        action="store_const",
+        const="dense",
+        help="complete masks: 0 = background, > 0 = foreground (instances count as one class)",
+    )
+    t.add_argument("--multiclass", action="store_true", help="dense labels are class ids, not instances")
+    t.add_argument("--time-limit", type=float, default=None, help="seconds of training (default 60)")
+    t.add_argument("--epochs", type=int, default=None, help="number of epochs (instead of or with a time limit)")
+    t.add_argument("--from", dest="from_model", default=None, help="fine-tune this model file")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--filters", type=int, default=16, help="filters of the first level (default 16)")
+    t.add_argument("--depth", type=int, default=4, help="number of poolings (default 4)")
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--patch-size", type=int, default=128)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    t.add_argument("--no-augment", action="store_true", help="turn off augmentation")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    _add_runtime(t)
+
+    p = sub.add_parser("predict", help="segment images with a trained model")
+    p.add_argument("model", help="model file written by napari-unet train")
+    p.add_argument("images", nargs="+", help="image files (2D or Z/T stacks)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--instances", action="store_true", help="split touching objects into instances")
+    p.add_argument(
+        "--contours", choices=["csv", "geojson"], default=None, help="also write object outlines as CSV or GeoJSON"
+    )
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (binary)")
+    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_runtime(p)
+
+    e = sub.add_parser("evaluate", help="Dice, IoU, precision and recall against ground truth")
+    e.add_argument("--pred", nargs="+", required=True, help="predicted label images")
+    e.add_argument("--truth", nargs="+", required=True, help="ground-truth label images, same order")
+    e.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    e.add_argument("--multiclass", action="store_true", help="score each class id separately")
+    e.add_argument("--per-slice", action="store_true", help="one row per plane of a stack")
+
+    d = sub.add_parser("demo", help="train on the bundled nuclei image, predict, score, write results")
+    d.add_argument("-o", "--output", default="napari-unet-demo", help="output folder (default ./napari-unet-demo)")
+    d.add_argument("--time-limit", type=float, default=60.0, help="seconds of training (default 60)")
+    d.add_argument("--strokes", action="store_true", help="train from scribbles instead of complete masks")
+    d.add_argument("--seed", type=int, default=0)
+    _add_runtime(d)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def _run_training(trainer, desc: str = "training") -> object:
+    """Iterate the trainer with a progress bar; the first Ctrl-C stops after the current step."""
+    from tqdm import tqdm
+
+    from .training import Done, Epoch
+
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        trainer.stop()
+        print("\nstopping after this step and saving (Ctrl-C again to abort)", file=sys.stderr)
+        signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+    done = None
+    try:
+        for event in trainer.run():
+            if isinstance(event, Done):
+                done = event
+                break
+            bar.n = round(100 * event.fraction, 1)
+            post = {"step": event.step, "loss": f"{event.loss:.3f}"}
+            if isinstance(event, Epoch) and event.val_dice is not None:
+                post["val_dice"] = f"{event.val_dice:.3f}"
+            bar.set_postfix(post, refresh=True)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    return done
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model, save_model
+    from .io import read_image
+    from .training import Trainer
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} already exists; choose another name or pass --overwrite to replace it.")
+    if len(args.images) != len(args.labels):
+        raise InputError(
+            f"{len(args.images)} images but {len(args.labels)} label files: give one --labels file per image."
+        )
+    images = [read_image(p) for p in args.images]
+    labels = [np.asarray(read_image(p)) for p in args.labels]
+    base = load_model(args.from_model) if args.from_model else None
+    time_limit = args.time_limit if args.time_limit is not None else (None if args.epochs else 60.0)
+    trainer = Trainer(
+        images,
+        labels,
+        model=base,
+        time_limit=time_limit,
+        epochs=args.epochs,
+        mode=args.mode or "auto",
+        multiclass=args.multiclass,
+        seed=args.seed,
+        filters=args.filters,
+        depth=args.depth,
+        dropout=args.dropout,
+        patch_size=args.patch_size,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        augment=not args.no_augment,
+        channel_axis=args.channel_axis,
+        device=args.device,
+        precision=args.precision,
+    )
+    print(
+        f"{trainer.mode} labels, {trainer.n_classes} class(es), {trainer.n_annotated} annotated pixels, "
+        f"{trainer.device.type} {trainer.precision}",
+        file=sys.stderr,
+    )
+    done = _run_training(trainer)
+    save_model(done.model, out, overwrite=args.overwrite)
+    dice = f", validation Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
+    how = "stopped" if done.stopped else "trained"
+    print(f"{how} {done.steps} steps in {done.elapsed:.0f} s{dice}; model saved to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- predict
+
+
+def _write_prediction(model, image, path: Path, overwrite: bool, options: dict) -> np.ndarray | None:
+    """Predict plane by plane into a TIFF; stacks go through a memory-mapped file so memory stays flat."""
+    import tifffile
+
+    from .io import atomic_path
+    from .prediction import iter_predict, output_shape
+
+    shape = output_shape(model, image, options.get("channel_axis", "auto"))
+    dtype = np.int32 if options.get("instances") else np.uint8
+    with atomic_path(path, overwrite) as tmp:
+        if len(shape) == 2:
+            ((_, labels),) = iter_predict(model, image, **options)
+            tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+            return labels
+        out = tifffile.memmap(tmp, shape=shape, dtype=dtype)
+        for idx, labels in iter_predict(model, image, **options):
+            out[idx] = labels
+            out.flush()
+        del out
+    return None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import load_model
+    from .contours import label_contours, write_contours
+    from .io import check_writable, read_image
+
+    model = load_model(args.model)
+    outdir = check_writable(args.output)
+    options = dict(
+        instances=args.instances,
+        threshold=args.threshold,
+        tile_size=args.tile_size,
+        device=args.device,
+        precision=args.precision,
+        channel_axis=args.channel_axis if args.channel_axis is not None else "auto",
+    )
+    stems = [Path(p).name.split(".")[0] for p in args.images]
+    if len(set(stems)) != len(stems):
+        raise InputError(
+            "Two input images have the same name; outputs would collide. Rename one or predict them separately."
+        )
+    for path, stem in zip(tqdm(args.images, desc="predicting", unit="image"), stems, strict=True):
+        image = read_image(path)
+        target = outdir / f"{stem}_labels.tif"
+        _write_prediction(model, image, target, args.overwrite, options)
+        if args.contours:
+            import tifffile
+
+            contour_path = outdir / f"{stem}_contours.{args.contours}"
+            if contour_path.exists() and not args.overwrite:
+                raise InputError(f"{contour_path} already exists; pass --overwrite to replace it.")
+            write_contours(label_contours(tifffile.imread(target)), contour_path)
+        print(f"{path} -> {target}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+
+def write_table_csv(rows: Sequence[dict], path: str | Path) -> None:
+    from .metrics import COLUMNS
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .io import read_image
+    from .metrics import evaluate, format_table
+
+    if len(args.pred) != len(args.truth):
+        raise InputError(f"{len(args.pred)} --pred files but {len(args.truth)} --truth files: give them in pairs.")
+    preds = [np.asarray(read_image(p)) for p in args.pred]
+    truths = [np.asarray(read_image(p)) for p in args.truth]
+    names = [Path(p).name for p in args.pred]
+    rows = evaluate(preds, truths, names, multiclass=args.multiclass, per_slice=args.per_slice)
+    print(format_table(rows))
+    if args.csv:
+        write_table_csv(rows, args.csv)
+        print(f"table written to {args.csv}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train on the left half of the bundled nuclei image, predict and score the right half."""
+    from skimage.io import imsave
+    from skimage.segmentation import mark_boundaries
+
+    from .checkpoint import save_model
+    from .contours import label_contours, write_contours
+    from .data import normalize
+    from .io import check_writable, write_labels
+    from .metrics import evaluate, format_table, instance_scores
+    from .prediction import predict
+    from .sample_data import nuclei, nuclei_labels, nuclei_strokes
+    from .training import Trainer
+
+    outdir = check_writable(args.output)
+    image, truth = nuclei(), nuclei_labels()
+    half = image.shape[1] // 2
+    train_labels = nuclei_strokes(args.seed)[:, :half] if args.strokes else truth[:, :half]
+    kind = "scribbles" if args.strokes else "complete masks"
+    print(
+        f"demo: DSB2018 nuclei {image.shape}; training {args.time_limit:.0f} s on the left half ({kind})",
+        file=sys.stderr,
+    )
+    trainer = Trainer(
+        image[:, :half],
+        train_labels,
+        time_limit=args.time_limit,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        mode="sparse" if args.strokes else "dense",
+    )
+    done = _run_training(trainer)
+    model = done.model
+    t0 = time.perf_counter()
+    test_img, test_truth = image[:, half:], truth[:, half:]
+    semantic = predict(model, test_img, device=args.device, precision=args.precision)
+    inst = predict(model, test_img, instances=True, device=args.device, precision=args.precision)
+    seconds = time.perf_counter() - t0
+    rows = evaluate([semantic], [test_truth], ["nuclei right half"])
+    print(format_table(rows))
+    obj = instance_scores(inst, test_truth)
+    print(
+        f"objects: {obj['n_pred']} found, {obj['n_true']} true, {obj['matched']} matched at IoU >= 0.5 "
+        f"(mean IoU {obj['mean_matched_iou']:.3f}); prediction took {seconds:.2f} s"
+    )
+    save_model(model, outdir / "model.pt", overwrite=True)
+    write_labels(outdir / "nuclei_right_labels.tif", inst, overwrite=True)
+    contours = label_contours(inst)
+    write_contours(contours, outdir / "nuclei_right_contours.geojson")
+    write_contours(contours, outdir / "nuclei_right_contours.csv")
+    write_table_csv(rows, outdir / "metrics.csv")
+    gray = np.clip(normalize(test_img[None].astype(np.float32))[0], 0, 1)
+    overlay = mark_boundaries(np.dstack([gray] * 3), test_truth, color=(1, 0, 1))
+    overlay = mark_boundaries(overlay, inst, color=(0, 1, 0))
+    imsave(outdir / "overlay.png", (overlay * 255).astype(np.uint8), check_contrast=False)
+    print(
+        f"wrote {outdir}/: model.pt, nuclei_right_labels.tif, contours (.geojson, .csv), metrics.csv, "
+        "overlay.png (green: prediction, magenta: truth)"
+    )
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as e:
+        print(f"napari-unet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as e:
+        what = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"napari-unet {args.command}: error: {what}{where}; check the paths and free space.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"napari-unet {args.command}: interrupted; nothing was written for the unfinished step.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Images and labels in, training batches out: normalization, label conventions, patches, augmentation.
+
+Label conventions (the same in the CLI, the Python API and the widgets):
+
+- sparse (scribbles): 0 = not annotated (ignored), 1 = background, 2..K+1 = classes 1..K;
+- dense (complete masks): 0 = background, > 0 = foreground (instance masks count as binary), or, with
+  ``multiclass=True``, the class id.
+
+Internally a target is an int16 array with -1 = ignore, 0 = background, k = class k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+IGNORE = -1
+DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
+MAX_CLASSES = 32
+_NORMALIZATION_SAMPLE = 1 << 22  # percentiles of a huge image from a strided sample of ~4 Mpx
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def guess_channel_axis(shape: Sequence[int], in_channels: int | None = None) -> int | None:
+    """Which axis holds channels, or None. RGB(A)-like trailing axes count; stacks (Z, Y, X) do not."""
+    if len(shape) < 3:
+        if in_channels not in (None, 1):
+            raise InputError(
+                f"The model expects {in_channels} channels but the image is 2D {tuple(shape)}: "
+                "give a multi-channel image."
+            )
+        return None
+    last, first = shape[-1], shape[0]
+    if in_channels is not None and in_channels > 1:
+        if last == in_channels:
+            return len(shape) - 1
+        if first == in_channels:
+            return 0
+        raise InputError(
+            f"The model expects {in_channels} channels but no axis of the image {tuple(shape)} has that "
+            "size: pass channel_axis, or use a model trained on images like this one."
+        )
+    rgb_like = last in (2, 3, 4) and min(shape[-3], shape[-2]) >= 4 * last
+    if rgb_like and in_channels == 1:
+        raise InputError(
+            f"The image {tuple(shape)} looks multi-channel (last axis {last}) but the model was trained on "
+            "1-channel images: convert it to grayscale, pass channel_axis=None explicitly, or train a "
+            f"{last}-channel model."
+        )
+    return len(shape) - 1 if rgb_like else None
+
+
+def spatial_shape(shape: Sequence[int], channel_axis: int | None) -> tuple[int, ...]:
+    """The shape without the channel axis: (..., H, W)."""
+    shape = list(shape)
+    if channel_axis is not None:
+        del shape[channel_axis % len(shape)]
+    return tuple(shape)
+
+
+def iter_slices(image, channel_axis: int | None = None) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Yield (leading index, (C, H, W) float32 array) for every 2D plane of a 2D image or Z/T stack.
+
+    Only one plane is read at a time, so memory-mapped, zarr and dask inputs stay lazy.
+    """
+    ndim = len(image.shape)
+    if channel_axis is not None:
+        if not -ndim <= channel_axis < ndim:
+            raise InputError(f"channel_axis {channel_axis} is out of range for an image of shape {tuple(image.shape)}.")
+        channel_axis %= ndim
+    axes = [a for a in range(ndim) if a != channel_axis]
+    if len(axes) < 2:
+        raise InputError(f"An image needs at least 2 spatial dimensions, got shape {tuple(image.shape)}.")
+    lead_axes = axes[:-2]
+    lead_shape = tuple(image.shape[a] for a in lead_axes)
+    for idx in np.ndindex(*lead_shape):
+        key: list = [slice(None)] * ndim
+        for ax, i in zip(lead_axes, idx, strict=True):
+            key[ax] = i
+        plane = np.asarray(image[tuple(key)])
+        if channel_axis is None:
+            plane = plane[None]
+        else:
+            kept = [a for a in range(ndim) if a not in lead_axes]
+            plane = np.moveaxis(plane, kept.index(channel_axis), 0)
+        yield idx, plane.astype(np.float32, copy=False)
+
+
+def normalize(plane: np.ndarray, rule: dict | None = None) -> np.ndarray:
+    """Per-channel robust percentile scaling of a (C, H, W) plane to about [0, 1].
+
+    NaN and inf pixels become 0; a constant channel becomes all zeros instead of dividing by zero.
+    """
+    rule = rule or DEFAULT_NORMALIZATION
+    if rule.get("method") != "percentile":
+        raise InputError(f"Unknown normalization method {rule.get('method')!r} in the model file.")
+    out = np.empty(plane.shape, dtype=np.float32)
+    for c in range(plane.shape[0]):
+        ch = np.asarray(plane[c], dtype=np.float32)
+        finite = np.isfinite(ch)
+        sample = ch
+        step = max(1, int(math.sqrt(ch.size / _NORMALIZATION_SAMPLE)))
+        if step > 1:
+            sample = ch[::step, ::step]
+        sample = sample[np.isfinite(sample)]
+        if sample.size == 0:
+            out[c] = 0
+            continue
+        lo, hi = np.percentile(sample, [rule["low"], rule["high"]])
+        scale = hi - lo
+        if not np.isfinite(scale) or scale <= 0:
+            scale = float(np.max(sample) - np.min(sample)) or 1.0
+            lo = float(np.min(sample))
+        np.subtract(ch, lo, out=out[c])
+        out[c] /= scale
+        out[c][~finite] = 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- labels
+
+
+def _integer_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return labels.astype(np.int32)
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise InputError(f"The {what} have dtype {labels.dtype}: give an integer label image.")
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.all(np.isfinite(labels)):
+            raise InputError(f"The {what} contain NaN or inf: labels must be whole numbers >= 0.")
+        if np.any(labels != np.round(labels)):
+            raise InputError(f"The {what} contain fractional values: labels must be whole numbers >= 0.")
+    if labels.size and labels.min() < 0:
+        raise InputError(f"The {what} contain negative values ({labels.min()}): labels must be >= 0.")
+    return labels.astype(np.int64, copy=False)
+
+
+def guess_label_mode(labels_list: Sequence[np.ndarray]) -> str:
+    """'sparse' for scribbles (few small ids, mostly unannotated, 1 = background present), else 'dense'."""
+    total = annotated = 0
+    values: set[int] = set()
+    for labels in labels_list:
+        lab = np.asarray(labels)
+        total += lab.size
+        annotated += int(np.count_nonzero(lab))
+        vmax = int(lab.max()) if lab.size else 0
+        if vmax > MAX_CLASSES + 1:
+            return "dense"
+        values |= set(np.unique(lab).tolist())
+    if 1 in values and any(v >= 2 for v in values) and annotated < 0.5 * max(total, 1):
+        return "sparse"
+    return "dense"
+
+
+def labels_to_target(labels: np.ndarray, mode: str, multiclass: bool = False) -> np.ndarray:
+    """Map a label image to the internal target (-1 ignore, 0 background, k class)."""
+    labels = _integer_labels(labels)
+    if mode == "sparse":
+        if labels.size and labels.max() > MAX_CLASSES + 1:
+            raise InputError(
+                f"Sparse labels go up to {labels.max()}, more than {MAX_CLASSES} classes: scribbles use "
+                "1 = background and 2, 3, ... for classes. For instance masks use dense mode."
+            )
+        return (labels - 1).astype(np.int16)
+    if mode == "dense":
+        if not multiclass:
+            return (labels > 0).astype(np.int16)
+        if labels.size and labels.max() > MAX_CLASSES:
+            raise InputError(
+                f"Multi-class labels go up to {labels.max()}, more than {MAX_CLASSES} classes: "
+                "for instance masks train a binary model (multiclass off)."
+            )
+        return labels.astype(np.int16)
+    raise InputError(f"Unknown label mode {mode!r}: use 'sparse' (scribbles) or 'dense' (complete masks).")
+
+
+def count_classes(targets: Sequence[np.ndarray]) -> tuple[int, np.ndarray]:
+    """Number of foreground classes and the pixel count of each class id; errors when training is impossible."""
+    counts = np.zeros(MAX_CLASSES + 1, dtype=np.int64)
+    for t in targets:
+        valid = t[t >= 0]
+        counts += np.bincount(valid.ravel(), minlength=MAX_CLASSES + 1)[: MAX_CLASSES + 1]
+    present = np.flatnonzero(counts)
+    if present.size == 0:
+        raise InputError(
+            "Nothing is annotated: paint background (label 1) and foreground (label 2) strokes, or give "
+            "complete masks in dense mode."
+        )
+    if present.size == 1:
+        which = "background" if present[0] == 0 else f"class {present[0]}"
+        raise InputError(
+            f"Only {which} is annotated: annotate at least background and one foreground class "
+            "(scribbles: 1 = background, 2 = foreground)."
+        )
+    return int(present.max()), counts
+
+
+# ---------------------------------------------------------------------------------------------- patches
+
+
+@dataclass
+class Sample:
+    """One training image: normalized (C, H, W) float32 and its target (H, W) int16."""
+
+    image: np.ndarray
+    target: np.ndarray
+
+
+class PatchSampler:
+    """Random patches that favour annotated pixels, class by class, so a few strokes are seen often.
+
+    With probability ``p_annotated`` a patch is centred (with jitter) on an annotated pixel of a class drawn
+    uniformly, otherwise it is placed uniformly. Images smaller than the patch are padded (target: ignore).
+    """
+
+    def __init__(
+        self, samples: Sequence[Sample], patch_size: int, rng: np.random.Generator, p_annotated: float = 0.8
+    ) -> None:
+        self.patch = int(patch_size)
+        self.rng = rng
+        self.p_annotated = p_annotated
+        self.images: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        self.coords: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for i, s in enumerate(samples):
+            img, tgt = self._pad(s.image, s.target)
+            self.images.append(img)
+            self.targets.append(tgt)
+            for cls in np.unique(tgt[tgt >= 0]):
+                pts = np.argwhere(tgt == cls).astype(np.int32)
+                if len(pts) > 200_000:  # keep memory bounded on huge dense masks
+                    pts = pts[rng.choice(len(pts), 200_000, replace=False)]
+                self.coords.setdefault(int(cls), []).append((i, pts))
+        self.weights = np.array([max(1, np.count_nonzero(t >= 0)) for t in self.targets], dtype=float)
+        self.weights /= self.weights.sum()
+
+    def _pad(self, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = target.shape
+        ph, pw = max(0, self.patch - h), max(0, self.patch - w)
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "edge"
+            image = np.pad(image, ((0, 0), (0, ph), (0, pw)), mode=mode)
+            target = np.pad(target, ((0, ph), (0, pw)), constant_values=IGNORE)
+        return np.ascontiguousarray(image), np.ascontiguousarray(target)
+
+    def _origin(self) -> tuple[int, int, int]:
+        p, rng = self.patch, self.rng
+        if self.coords and rng.random() < self.p_annotated:
+            cls = list(self.coords)[rng.integers(len(self.coords))]
+            entries = self.coords[cls]
+            i, pts = entries[rng.integers(len(entries))]
+            y, x = pts[rng.integers(len(pts))]
+            h, w = self.targets[i].shape
+            y0 = int(np.clip(y - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, h - p))
+            x0 = int(np.clip(x - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, w - p))
+            return i, y0, x0
+        i = int(rng.choice(len(self.images), p=self.weights))
+        h, w = self.targets[i].shape
+        return i, int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (B, C, P, P) float32 image batch and (B, P, P) int64 target batch."""
+        p = self.patch
+        xs, ys = [], []
+        for _ in range(batch_size):
+            i, y0, x0 = self._origin()
+            xs.append(self.images[i][:, y0 : y0 + p, x0 : x0 + p])
+            ys.append(self.targets[i][y0 : y0 + p, x0 : x0 + p])
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
+
+
+# ---------------------------------------------------------------------------------------------- augmentation
+
+
+@dataclass
+class Augmentation:
+    """Random flips, 90-degree rotations, elastic deformation, intensity scale/shift, Gaussian noise.
+
+    Runs on whole batches in torch (one ``grid_sample`` for the elastic part), so it costs far less than
+    the training step it feeds.
+    """
+
+    flips: bool = True
+    elastic: float = 0.5  # probability per sample
+    elastic_alpha: float = 0.04  # displacement std, in units of the patch half-width
+    elastic_grid: int = 5  # control points per side of the smooth displacement field
+    intensity: float = 0.2  # scale in [1 - s, 1 + s], shift in [-s, s]
+    noise: float = 0.03  # Gaussian noise std, drawn per sample in [0, noise]
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        g = generator
+        if self.flips:
+            k = torch.randint(0, 4, (b,), generator=g)
+            flip = torch.rand(b, generator=g) < 0.5
+            xs, ys = [], []
+            for i in range(b):
+                xi, yi = x[i], y[i]
+                if flip[i]:
+                    xi, yi = xi.flip(-1), yi.flip(-1)
+                xs.append(torch.rot90(xi, int(k[i]), (-2, -1)))
+                ys.append(torch.rot90(yi, int(k[i]), (-2, -1)))
+            x, y = torch.stack(xs), torch.stack(ys)
+        if self.elastic > 0:
+            x, y = self._elastic(x, y, g)
+        if self.intensity > 0:
+            s = self.intensity
+            scale = 1 + (torch.rand(b, x.shape[1], 1, 1, generator=g) * 2 - 1) * s
+            shift = (torch.rand(b, x.shape[1], 1, 1, generator=g) * 2 - 1) * s
+            x = x * scale + shift
+        if self.noise > 0:
+            std = torch.rand(b, 1, 1, 1, generator=g) * self.noise
+            x = x + torch.randn(x.shape, generator=g) * std
+        return x.contiguous(), y.contiguous()
+
+    def _elastic(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, h, w = x.shape
+        apply = (torch.rand(b, generator=g) < self.elastic).float().view(b, 1, 1, 1)
+        coarse = torch.randn(b, 2, self.elastic_grid, self.elastic_grid, generator=g) * self.elastic_alpha
+        disp = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True) * apply
+        theta = torch.eye(2, 3).unsqueeze(0).expand(b, 2, 3)
+        grid = F.affine_grid(theta, (b, 1, h, w), align_corners=False) + disp.permute(0, 2, 3, 1)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        # labels: nearest neighbour; pixels pulled from outside the patch become "ignore"
+        yf = (y + 1).unsqueeze(1).float()
+        y = F.grid_sample(yf, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        return x, y.squeeze(1).round().long() - 1

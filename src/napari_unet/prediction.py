@@ -1,0 +1,195 @@
+"""Tiled, batched prediction of 2D images and Z/T stacks, probabilities to labels, and instances.
+
+Tiles overlap and are blended with a linear ramp, so seams do not show; every plane of a stack is read,
+predicted and handed back one at a time (``iter_predict``), so memory does not grow with the stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .data import guess_channel_axis, iter_slices, normalize, spatial_shape
+from .errors import InputError
+from .model import UNet
+from .runtime import autocast, pick_device, pick_precision, prepare_module
+
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 64
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def _ramp(n: int, overlap: int) -> np.ndarray:
+    """1D blending weights: 1 in the middle, falling linearly to near 0 across the overlap at each end."""
+    if overlap <= 0:
+        return np.ones(n, np.float32)
+    i = np.arange(n, dtype=np.float32)
+    return np.clip((np.minimum(i, n - 1 - i) + 0.5) / (overlap / 2 + 0.5), 1e-3, 1.0)
+
+
+@torch.inference_mode()
+def predict_proba_plane(
+    model: UNet,
+    plane: np.ndarray,
+    tile_size: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+) -> np.ndarray:
+    """Class probabilities (K, H, W) of one normalized (C, H, W) plane: K = 1 (foreground) or classes + 1."""
+    if tile_size < 16:
+        raise InputError(f"tile_size must be at least 16, got {tile_size}.")
+    if not 0 <= overlap < tile_size:
+        raise InputError(f"overlap must be in [0, tile_size), got {overlap}.")
+    dev = pick_device(device) if not isinstance(device, torch.device) else device
+    prec = pick_precision(dev, precision)
+    model = prepare_module(model.eval(), dev)
+    _, h, w = plane.shape
+    th, tw = min(tile_size, h), min(tile_size, w)
+    ys = _starts(h, th, tile_size - overlap)
+    xs = _starts(w, tw, tile_size - overlap)
+    weight = np.outer(_ramp(th, overlap if len(ys) > 1 else 0), _ramp(tw, overlap if len(xs) > 1 else 0))
+    out = np.zeros((model.out_channels, h, w), np.float32)
+    norm = np.zeros((h, w), np.float32)
+    origins = [(y, x) for y in ys for x in xs]
+    for i in range(0, len(origins), batch_size):
+        chunk = origins[i : i + batch_size]
+        batch = np.stack([plane[:, y : y + th, x : x + tw] for y, x in chunk])
+        x_t = torch.from_numpy(batch).to(dev).contiguous(memory_format=torch.channels_last)
+        with autocast(dev, prec):
+            logits = model(x_t)
+        logits = logits.float()
+        probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+        probs = probs.cpu().numpy()
+        for (y, x), p in zip(chunk, probs, strict=True):
+            out[:, y : y + th, x : x + tw] += p * weight
+            norm[y : y + th, x : x + tw] += weight
+    out /= norm
+    return out
+
+
+def probabilities_to_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """uint8 labels: foreground where p > threshold (one channel), otherwise the argmax class."""
+    if probs.shape[0] == 1:
+        return (probs[0] > threshold).astype(np.uint8)
+    return probs.argmax(axis=0).astype(np.uint8)
+
+
+def split_instances(mask: np.ndarray, min_distance: int = 4, min_size: int = 8) -> np.ndarray:
+    """Instance labels from a binary mask; touching objects are split by a distance-transform watershed."""
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    mask = np.asarray(mask, bool)
+    components, n = ndi.label(mask)
+    if min_size > 1 and n:
+        keep = np.bincount(components.ravel()) >= min_size
+        keep[0] = False
+        mask = keep[components]
+        components, n = ndi.label(mask)
+    if n == 0:
+        return components.astype(np.int32)
+    dist = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0)
+    peaks = peak_local_max(dist, min_distance=min_distance, labels=components, exclude_border=False)
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # a component without a peak (thin or tiny) still becomes one object
+    without = np.setdiff1d(np.arange(1, n + 1), np.unique(components[markers > 0]))
+    for k, comp in enumerate(without, start=len(peaks) + 1):
+        markers[components == comp] = k
+    labels = watershed(-dist, markers, mask=mask)
+    return labels.astype(np.int32)
+
+
+def _labels_from_probs(probs: np.ndarray, threshold: float, instances: bool) -> np.ndarray:
+    labels = probabilities_to_labels(probs, threshold)
+    if not instances:
+        return labels
+    if labels.max() <= 1:
+        return split_instances(labels > 0)
+    # multi-class: instances per class, with ids that do not collide
+    out = np.zeros(labels.shape, np.int32)
+    offset = 0
+    for c in range(1, int(labels.max()) + 1):
+        inst = split_instances(labels == c)
+        out[inst > 0] = inst[inst > 0] + offset
+        offset += int(inst.max())
+    return out
+
+
+def resolve_channel_axis(model: UNet, shape: tuple[int, ...], channel_axis: int | None | str = "auto") -> int | None:
+    """The image's channel axis, detected from the model's channel count unless given."""
+    if channel_axis == "auto":
+        return guess_channel_axis(shape, model.in_channels)
+    return channel_axis  # type: ignore[return-value]
+
+
+def output_shape(model: UNet, image, channel_axis: int | None | str = "auto") -> tuple[int, ...]:
+    """Shape of the label image ``predict`` returns for this input (the image without its channel axis)."""
+    return spatial_shape(image.shape, resolve_channel_axis(model, tuple(image.shape), channel_axis))
+
+
+def iter_predict(
+    model: UNet,
+    image,
+    channel_axis: int | None | str = "auto",
+    threshold: float = 0.5,
+    instances: bool = False,
+    tile_size: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Yield (leading index, 2D labels) plane by plane: the streaming form of ``predict``."""
+    if not isinstance(model, UNet):
+        raise InputError(f"predict needs a UNet (from train or load_model), got {type(model).__name__}.")
+    shape = tuple(np.shape(image))
+    if len(shape) < 2:
+        raise InputError(f"An image needs at least 2 dimensions, got shape {shape}.")
+    axis = resolve_channel_axis(model, shape, channel_axis)
+    rule = model.meta.get("normalization")
+    dev = pick_device(device)
+    for idx, plane in iter_slices(image, axis):
+        if plane.shape[0] != model.in_channels:
+            raise InputError(
+                f"The image has {plane.shape[0]} channel(s) but the model was trained on {model.in_channels}: "
+                "give images like the training images, or pass channel_axis."
+            )
+        probs = predict_proba_plane(model, normalize(plane, rule), tile_size, overlap, batch_size, dev, precision)
+        yield idx, _labels_from_probs(probs, threshold, instances)
+
+
+def predict(model: UNet, image, out: np.ndarray | None = None, **options) -> np.ndarray:
+    """Labels for a 2D image or a Z/T stack: same shape as the image without its channel axis.
+
+    0 = background, 1..K = classes (or object ids with ``instances=True``). ``out`` may be a preallocated
+    array, e.g. a memory-mapped TIFF or zarr array, filled plane by plane. Options are those of
+    ``iter_predict``.
+    """
+    shape = output_shape(model, image, options.get("channel_axis", "auto"))
+    for idx, labels in iter_predict(model, image, **options):
+        if out is None:
+            out = np.zeros(shape, labels.dtype)
+        out[idx] = labels
+    return out
+
+
+def predict_proba(model: UNet, image, channel_axis: int | None | str = "auto", **options) -> np.ndarray:
+    """Probabilities (K, H, W) of one 2D image (for previews and custom thresholds)."""
+    axis = resolve_channel_axis(model, tuple(np.shape(image)), channel_axis)
+    planes = list(iter_slices(image, axis))
+    if len(planes) != 1:
+        raise InputError(f"predict_proba takes one 2D image; this one has {len(planes)} planes: use predict.")
+    plane = planes[0][1]
+    return predict_proba_plane(model, normalize(plane, model.meta.get("normalization")), **options)

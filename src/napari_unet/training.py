@@ -1,0 +1,455 @@
+"""The one training loop, shared by the CLI, the widgets and the Python API.
+
+``Trainer.run()`` is a generator of small typed events; the last one, ``Done``, carries the trained model.
+A headless caller just iterates (or calls ``train``); the napari widget runs the same generator in a
+``thread_worker`` and calls ``stop()`` from the GUI thread, which takes effect before the next step.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as _dt
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import (
+    DEFAULT_NORMALIZATION,
+    IGNORE,
+    Augmentation,
+    PatchSampler,
+    Sample,
+    count_classes,
+    guess_channel_axis,
+    guess_label_mode,
+    iter_slices,
+    labels_to_target,
+    normalize,
+    spatial_shape,
+)
+from .errors import InputError
+from .losses import segmentation_loss
+from .model import UNet
+from .runtime import autocast, pick_device, pick_precision, prepare_module
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of training, with defaults that work for a few strokes or a few masks on a laptop CPU."""
+
+    time_limit: float | None = 60.0  # seconds of training; None: stop after `epochs`
+    epochs: int | None = None  # None: stop at the time limit
+    steps_per_epoch: int = 20
+    batch_size: int = 8
+    patch_size: int = 128
+    learning_rate: float = 2e-3
+    min_lr_fraction: float = 0.05  # cosine decay over the run down to this fraction of learning_rate
+    filters: int = 16
+    depth: int = 4
+    dropout: float = 0.0
+    augment: bool = True
+    elastic: float = 0.5  # probability of elastic deformation per patch
+    val_fraction: float = 0.1  # annotated pixels held out (in blocks) for validation Dice
+    class_balance: bool | None = None  # None: on for scribbles, off for complete masks
+    dice_weight: float = 1.0
+    mode: str = "auto"  # 'sparse', 'dense' or 'auto'
+    multiclass: bool = False  # dense labels are class ids rather than foreground/instances
+    channel_axis: int | None = None  # None: detect RGB-like trailing axes
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.time_limit is None and self.epochs is None:
+            raise InputError("Give a time limit or a number of epochs, or training would never end.")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise InputError(f"time_limit must be > 0 seconds, got {self.time_limit}.")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise InputError(f"epochs must be a whole number >= 1, got {self.epochs}.")
+        for name in ("steps_per_epoch", "batch_size", "patch_size", "filters", "depth"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InputError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}.")
+        if self.patch_size < 16:
+            raise InputError(f"patch_size must be at least 16 pixels, got {self.patch_size}.")
+        if not self.learning_rate > 0:
+            raise InputError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if not 0 <= self.val_fraction < 0.5:
+            raise InputError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}.")
+        if self.mode not in ("auto", "sparse", "dense"):
+            raise InputError(f"mode must be 'auto', 'sparse' or 'dense', got {self.mode!r}.")
+
+
+def make_config(config: TrainConfig | None = None, **overrides) -> TrainConfig:
+    """A config from defaults or a base config, with keyword overrides checked by name."""
+    base = config or TrainConfig()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(overrides) - names
+    if unknown:
+        raise InputError(f"Unknown training option(s) {sorted(unknown)}; known: {sorted(names)}.")
+    return dataclasses.replace(base, **overrides)
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    epoch: int
+    loss: float
+    elapsed: float
+    fraction: float  # 0..1 of the run (time or epochs, whichever is further)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    epoch: int
+    step: int
+    loss: float  # mean over the epoch
+    val_dice: float | None  # Dice on held-out annotated pixels; None when too little was annotated
+    elapsed: float
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Done:
+    model: UNet = field(repr=False)
+    steps: int
+    epochs: int
+    elapsed: float
+    loss: float | None
+    val_dice: float | None
+    stopped: bool  # True when stop() ended the run early
+
+
+Event = Step | Epoch | Done
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+def _as_list(x) -> list:
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]
+
+
+class Trainer:
+    """Trains (or fine-tunes) a U-Net on images and their annotations.
+
+    ``images`` and ``labels`` are arrays or lists of arrays; a label image has the image's shape without
+    its channel axis. Stacks (Z or T) train on every 2D plane.
+    """
+
+    def __init__(
+        self,
+        images,
+        labels,
+        config: TrainConfig | None = None,
+        model: UNet | None = None,
+        **overrides,
+    ) -> None:
+        self.config = cfg = make_config(config, **overrides)
+        images, labels = _as_list(images), _as_list(labels)
+        if not images:
+            raise InputError("No images given: give at least one image and its labels.")
+        if len(images) != len(labels):
+            raise InputError(f"{len(images)} images but {len(labels)} label images: give one label image per image.")
+        in_channels = model.in_channels if model is not None else None
+        label_arrays = [np.asarray(lab) for lab in labels]
+        self.mode = cfg.mode if cfg.mode != "auto" else guess_label_mode(label_arrays)
+        self.normalization = dict((model.meta.get("normalization") if model else None) or DEFAULT_NORMALIZATION)
+
+        samples: list[Sample] = []
+        self.channel_axes: list[int | None] = []
+        for k, (img, lab) in enumerate(zip(images, label_arrays, strict=True)):
+            shape = tuple(np.shape(img))
+            axis = cfg.channel_axis if cfg.channel_axis is not None else guess_channel_axis(shape, in_channels)
+            sp = spatial_shape(shape, axis)
+            if lab.shape != sp:
+                raise InputError(
+                    f"Image {k} has spatial shape {sp} but its labels have shape {lab.shape}: "
+                    "the labels must cover the image pixel for pixel."
+                )
+            target = labels_to_target(lab, self.mode, cfg.multiclass)
+            for idx, plane in iter_slices(img, axis):
+                if in_channels is None:
+                    in_channels = plane.shape[0]
+                elif plane.shape[0] != in_channels:
+                    raise InputError(
+                        f"Image {k} has {plane.shape[0]} channels but the others (or the model) have "
+                        f"{in_channels}: train one model per channel count."
+                    )
+                t = target[idx]
+                if np.any(t >= 0):
+                    samples.append(Sample(normalize(plane, self.normalization), np.ascontiguousarray(t)))
+            self.channel_axes.append(axis)
+        n_classes, counts = count_classes([s.target for s in samples])
+        self.class_counts = counts[: n_classes + 1]
+        if model is not None:
+            if model.in_channels != in_channels:
+                raise InputError(f"The model takes {model.in_channels} channels but the images have {in_channels}.")
+            if n_classes > model.n_classes:
+                raise InputError(
+                    f"The annotations have {n_classes} classes but the model predicts {model.n_classes}: "
+                    "train a new model for more classes."
+                )
+            n_classes = model.n_classes
+        self.n_classes = n_classes
+        self.in_channels = int(in_channels)
+        self.data_shapes = [list(np.shape(i)) for i in images]
+        self.n_annotated = int(self.class_counts.sum())
+
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.train_samples, self.val_blocks = _split_validation(samples, cfg.val_fraction, self.rng, cfg.patch_size)
+        self.sampler = PatchSampler(self.train_samples, cfg.patch_size, self.rng)
+        self.augment = Augmentation(elastic=cfg.elastic) if cfg.augment else None
+        self.class_balance = cfg.class_balance if cfg.class_balance is not None else self.mode == "sparse"
+
+        self.device = pick_device(cfg.device)
+        self.precision = pick_precision(self.device, cfg.precision)
+        if model is None:
+            model = UNet(self.in_channels, n_classes, cfg.filters, cfg.depth, cfg.dropout)
+        self.model = prepare_module(model, self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        self._stop = False
+        self.steps = 0
+        self.epochs = 0
+        self.last_loss: float | None = None
+        self.val_dice: float | None = None
+
+    def stop(self) -> None:
+        """Ask the run to end; it finishes the current step and yields ``Done``. Safe from any thread."""
+        self._stop = True
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.run()
+
+    def _fraction(self, elapsed: float) -> float:
+        cfg = self.config
+        parts = []
+        if cfg.time_limit is not None:
+            parts.append(elapsed / cfg.time_limit)
+        if cfg.epochs is not None:
+            parts.append(self.steps / (cfg.epochs * cfg.steps_per_epoch))
+        return min(1.0, max(parts))
+
+    def _set_lr(self, fraction: float) -> None:
+        cfg = self.config
+        warm = min(1.0, (self.steps + 1) / 10)  # a short warm-up keeps Adam's first steps from overshooting
+        cos = cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * fraction))
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.learning_rate * warm * cos
+
+    def train_step(self, fraction: float = 0.0) -> float:
+        """One optimizer step on one augmented batch; returns the loss."""
+        cfg = self.config
+        self.model.train()
+        x, y = self.sampler.batch(cfg.batch_size)
+        if self.augment is not None:
+            x, y = self.augment(x, y, self.generator)
+        x = x.to(self.device, memory_format=torch.channels_last)
+        y = y.to(self.device)
+        self._set_lr(fraction)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.precision):
+            logits = self.model(x)
+        loss = segmentation_loss(logits, y, self.class_balance, cfg.dice_weight)
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        return float(loss.detach())
+
+    def run(self) -> Iterator[Event]:
+        cfg = self.config
+        start = time.perf_counter()
+        epoch_losses: list[float] = []
+        elapsed = 0.0
+        while not self._stop:
+            fraction = self._fraction(elapsed)
+            if fraction >= 1.0:
+                break
+            loss = self.train_step(fraction)
+            self.last_loss = loss
+            epoch_losses.append(loss)
+            elapsed = time.perf_counter() - start
+            yield Step(self.steps, self.epochs, loss, elapsed, self._fraction(elapsed))
+            if self.steps % cfg.steps_per_epoch == 0:
+                self.epochs += 1
+                self.val_dice = self.validate()
+                elapsed = time.perf_counter() - start
+                yield Epoch(
+                    self.epochs,
+                    self.steps,
+                    float(np.mean(epoch_losses)),
+                    self.val_dice,
+                    elapsed,
+                    self._fraction(elapsed),
+                )
+                epoch_losses = []
+        if self.steps % cfg.steps_per_epoch and self.val_blocks:
+            self.val_dice = self.validate()
+        model = self.finish(time.perf_counter() - start)
+        yield Done(
+            model, self.steps, self.epochs, time.perf_counter() - start, self.last_loss, self.val_dice, self._stop
+        )
+
+    @torch.inference_mode()
+    def validate(self) -> float | None:
+        """Dice (mean over foreground classes) on the held-out annotated blocks."""
+        if not self.val_blocks:
+            return None
+        self.model.eval()
+        inter = np.zeros(self.n_classes)
+        denom = np.zeros(self.n_classes)
+        for start in range(0, len(self.val_blocks), 8):
+            chunk = self.val_blocks[start : start + 8]
+            x = torch.from_numpy(np.stack([b.window for b in chunk])).to(self.device)
+            with autocast(self.device, self.precision):
+                logits = self.model(x.contiguous(memory_format=torch.channels_last)).float()
+            if logits.shape[1] == 1:
+                pred = (logits[:, 0] > 0).long()
+            else:
+                pred = logits.argmax(1)
+            pred = pred.cpu().numpy()
+            for b, pr in zip(chunk, pred, strict=True):
+                sub = pr[b.inner]
+                valid = b.target >= 0
+                for c in range(1, self.n_classes + 1):
+                    pc, tc = (sub == c) & valid, (b.target == c) & valid
+                    inter[c - 1] += np.count_nonzero(pc & tc)
+                    denom[c - 1] += np.count_nonzero(pc) + np.count_nonzero(tc)
+        present = denom > 0
+        return float(np.mean(2 * inter[present] / denom[present])) if present.any() else None
+
+    def finish(self, elapsed: float = 0.0) -> UNet:
+        """The model in eval mode with everything needed to reuse it recorded in ``model.meta``."""
+        model = self.model.eval()
+        history = list(model.meta.get("training", {}).get("history", []))
+        history.append(
+            {
+                "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "steps": self.steps,
+                "seconds": round(elapsed, 2),
+                "loss": self.last_loss,
+                "val_dice": self.val_dice,
+                "data_shapes": self.data_shapes,
+                "annotated_pixels": self.n_annotated,
+                "label_mode": self.mode,
+            }
+        )
+        model.meta.update(
+            {
+                "normalization": self.normalization,
+                "label_mode": self.mode,
+                "multiclass": self.config.multiclass,
+                "napari_unet_version": __version__,
+                "training": {
+                    "config": {k: v for k, v in dataclasses.asdict(self.config).items()},
+                    "history": history,
+                    "steps": sum(h["steps"] for h in history),
+                },
+            }
+        )
+        return model
+
+    def snapshot(self) -> UNet:
+        """A CPU copy of the current model in eval mode, e.g. for a live preview or saving mid-run."""
+        model = copy.deepcopy(self.model).to("cpu").eval()
+        model.meta = copy.deepcopy(self.model.meta)
+        model.meta.setdefault("normalization", self.normalization)
+        model.meta.setdefault("label_mode", self.mode)
+        return model
+
+
+@dataclass
+class _ValBlock:
+    window: np.ndarray  # (C, P, P) normalized image around the block
+    inner: tuple[slice, slice]  # where the block lies inside the window
+    target: np.ndarray  # held-out target of the block
+
+
+def _split_validation(
+    samples: list[Sample], fraction: float, rng: np.random.Generator, patch: int
+) -> tuple[list[Sample], list[_ValBlock]]:
+    """Hold out square blocks of annotation until ``fraction`` of the annotated pixels is set aside.
+
+    Blocks (not random pixels) keep neighbouring, near-identical pixels out of training, so validation
+    Dice says something about generalization. When too little is annotated, or holding out would remove
+    a class from training, there is no validation.
+    """
+    total = sum(int(np.count_nonzero(s.target >= 0)) for s in samples)
+    if fraction <= 0 or total < 2000:
+        return samples, []
+    block = max(16, patch // 4)
+    candidates = []
+    for i, s in enumerate(samples):
+        h, w = s.target.shape
+        for y in range(0, h - block + 1, block):
+            for x in range(0, w - block + 1, block):
+                n = int(np.count_nonzero(s.target[y : y + block, x : x + block] >= 0))
+                if n:
+                    candidates.append((i, y, x, n))
+    order = rng.permutation(len(candidates))
+    picked, held = [], 0
+    for j in order:
+        if held >= fraction * total or len(picked) >= 64:
+            break
+        picked.append(candidates[j])
+        held += candidates[j][3]
+    train_targets = [s.target.copy() for s in samples]
+    for i, y, x, _ in picked:
+        train_targets[i][y : y + block, x : x + block] = IGNORE
+    before = set(np.unique(np.concatenate([s.target[s.target >= 0] for s in samples])).tolist())
+    after = set(np.unique(np.concatenate([t[t >= 0] for t in train_targets])).tolist())
+    if after != before or not picked:
+        return samples, []
+    blocks = []
+    for i, y, x, _ in picked:
+        img = samples[i].image
+        h, w = samples[i].target.shape
+        p = min(patch, h, w)
+        wy = int(np.clip(y + block // 2 - p // 2, 0, h - p))
+        wx = int(np.clip(x + block // 2 - p // 2, 0, w - p))
+        if p < block:
+            continue
+        blocks.append(
+            _ValBlock(
+                np.ascontiguousarray(img[:, wy : wy + p, wx : wx + p]),
+                (slice(y - wy, y - wy + block), slice(x - wx, x - wx + block)),
+                samples[i].target[y : y + block, x : x + block].copy(),
+            )
+        )
+    # windows must share one size to batch; blocks from images smaller than the patch are skipped
+    sizes = {b.window.shape for b in blocks}
+    if len(sizes) > 1:
+        common = max(sizes, key=lambda s: sum(b.window.shape == s for b in blocks))
+        blocks = [b for b in blocks if b.window.shape == common]
+    train = [Sample(s.image, t) for s, t in zip(samples, train_targets, strict=True)]
+    return train, blocks
+
+
+def train(
+    images,
+    labels,
+    config: TrainConfig | None = None,
+    model: UNet | None = None,
+    callback: Callable[[Event], None] | None = None,
+    **overrides,
+) -> UNet:
+    """Train (or fine-tune ``model``) and return the trained ``UNet``; ``callback`` sees every event."""
+    trainer = Trainer(images, labels, config, model, **overrides)
+    for event in trainer.run():
+        if callback is not None:
+            callback(event)
+        if isinstance(event, Done):
+            return event.model
+    raise RuntimeError("training ended without a result")  # unreachable: run() always ends with Done
