@@ -315,10 +315,7 @@ class Trainer:
             x = torch.from_numpy(np.stack([b.window for b in chunk])).to(self.device)
             with autocast(self.device, self.precision):
                 logits = self.model(x.contiguous(memory_format=torch.channels_last)).float()
-            if logits.shape[1] == 1:
-                pred = (logits[:, 0] > 0).long()
-            else:
-                pred = logits.argmax(1)
+            pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
             pred = pred.cpu().numpy()
             for b, pr in zip(chunk, pred, strict=True):
                 sub = pr[b.inner]
