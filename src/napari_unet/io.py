@@ -121,9 +121,9 @@ def write_labels(path: str | Path, labels: np.ndarray, overwrite: bool = False) 
             with open(tmp, "wb") as f:
                 np.save(f, np.asarray(labels))
         elif suffix == ".png":
-            from skimage.io import imsave
+            import imageio.v3 as iio
 
-            imsave(tmp, np.asarray(labels), check_contrast=False, extension=".png")
+            iio.imwrite(tmp, np.asarray(labels), extension=".png")
         else:
             raise InputError(f"Labels are written as .tif, .npy or .png, not {suffix}.")
     return p

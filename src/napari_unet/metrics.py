@@ -68,7 +68,7 @@ def evaluate(
             planes = [(f"{name}[{','.join(map(str, i))}]", p[i], t[i]) for i in np.ndindex(*p.shape[:-2])]
         for plane_name, pp, tt in planes:
             if multiclass:
-                classes = sorted(set(np.unique(pp).tolist()) | set(np.unique(tt).tolist()) - {0})
+                classes = sorted((set(np.unique(pp).tolist()) | set(np.unique(tt).tolist())) - {0})
                 for c in classes or [1]:
                     rows.append({"image": plane_name, "class": int(c), **binary_scores(pp == c, tt == c)})
             else:

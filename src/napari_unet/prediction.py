@@ -127,8 +127,14 @@ def _labels_from_probs(probs: np.ndarray, threshold: float, instances: bool) -> 
     return out
 
 
+def _check_model(model) -> None:
+    if not isinstance(model, UNet):
+        raise InputError(f"predict needs a UNet (from train or load_model), got {type(model).__name__}.")
+
+
 def resolve_channel_axis(model: UNet, shape: tuple[int, ...], channel_axis: int | None | str = "auto") -> int | None:
     """The image's channel axis, detected from the model's channel count unless given."""
+    _check_model(model)
     if channel_axis == "auto":
         return guess_channel_axis(shape, model.in_channels)
     return channel_axis  # type: ignore[return-value]
@@ -152,8 +158,7 @@ def iter_predict(
     precision: str = "auto",
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """Yield (leading index, 2D labels) plane by plane: the streaming form of ``predict``."""
-    if not isinstance(model, UNet):
-        raise InputError(f"predict needs a UNet (from train or load_model), got {type(model).__name__}.")
+    _check_model(model)
     shape = tuple(np.shape(image))
     if len(shape) < 2:
         raise InputError(f"An image needs at least 2 dimensions, got shape {shape}.")

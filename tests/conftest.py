@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny synthetic images and a tiny, fast-to-train model configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+# small enough to train in well under a second on a CPU
+TINY = dict(filters=4, depth=2, patch_size=32, batch_size=2, epochs=1, steps_per_epoch=3, time_limit=None)
+
+
+@pytest.fixture
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    """A 64x80 image of bright disks on a noisy background, and their instance labels."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :80]
+    labels = np.zeros((64, 80), np.uint16)
+    for k, (cy, cx, r) in enumerate([(15, 15, 7), (40, 20, 9), (20, 55, 8), (48, 60, 6)], start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
+    image = (labels > 0) * 200.0 + rng.normal(50, 10, labels.shape)
+    return image.astype(np.float32), labels
+
+
+@pytest.fixture
+def tiny() -> dict:
+    return dict(TINY)
+
+
+@pytest.fixture
+def tiny_model(blobs, tiny):
+    from napari_unet import train
+
+    image, labels = blobs
+    return train(image, labels, mode="dense", **tiny)

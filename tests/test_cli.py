@@ -1,0 +1,108 @@
+"""The command line contract: train, predict, evaluate, demo; bad input is one line and a non-zero exit."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet import load_model
+from napari_unet.cli import main
+
+TINY_ARGS = ["--filters", "4", "--depth", "2", "--patch-size", "32", "--batch-size", "2"]
+
+
+@pytest.fixture
+def files(tmp_path, blobs):
+    image, labels = blobs
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    np.save(tmp_path / "stack.npy", np.stack([image, image[::-1]]))
+    return tmp_path
+
+
+def test_train_predict_evaluate(files, capsys):
+    model = files / "m.pt"
+    rc = main(["train", str(files / "img.tif"), "--labels", str(files / "lab.tif"), "-o", str(model),
+               "--dense", "--epochs", "1", *TINY_ARGS])
+    assert rc == 0 and load_model(model).meta["label_mode"] == "dense"
+    assert "model saved to" in capsys.readouterr().out
+
+    out = files / "out"
+    rc = main(["predict", str(model), str(files / "img.tif"), str(files / "stack.npy"), "-o", str(out),
+               "--instances", "--contours", "geojson"])
+    assert rc == 0
+    assert tifffile.imread(out / "img_labels.tif").shape == (64, 80)
+    assert tifffile.imread(out / "stack_labels.tif").shape == (2, 64, 80)
+    assert (out / "img_contours.geojson").exists()
+
+    table = files / "t.csv"
+    rc = main(["evaluate", "--pred", str(out / "img_labels.tif"), "--truth", str(files / "lab.tif"),
+               "--csv", str(table)])
+    assert rc == 0
+    assert "dice" in capsys.readouterr().out
+    rows = list(csv.DictReader(table.open()))
+    assert list(rows[0]) == ["image", "class", "dice", "iou", "precision", "recall"]
+    assert 0 <= float(rows[0]["dice"]) <= 1
+
+    # fine-tune from the saved model, never overwriting it
+    rc = main(["train", str(files / "img.tif"), "--labels", str(files / "lab.tif"), "-o", str(model),
+               "--epochs", "1", "--from", str(model), *TINY_ARGS])
+    assert rc == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "missing.tif", "--labels", "x.tif", "-o", "m.pt"], "no such file"),
+        (["train", "{d}/img.tif", "--labels", "{d}/img.tif", "{d}/lab.tif", "-o", "{d}/m.pt"], "one --labels file per image"),
+        (["train", "{d}/img.tif", "--labels", "{d}/lab.tif", "-o", "{d}/m.pt", "--epochs", "0"], "epochs"),
+        (["train", "{d}/img.txt", "--labels", "{d}/lab.tif", "-o", "{d}/m.pt"], "unsupported file type"),
+        (["predict", "{d}/img.tif", "{d}/img.tif", "-o", "{d}/o"], "not a napari-unet model"),
+        (["evaluate", "--pred", "{d}/img.tif", "--truth", "{d}/img.tif", "{d}/lab.tif"], "in pairs"),
+        (["train", "{d}/img.tif"], "required"),
+    ],
+)
+def test_bad_input_is_one_line(files, capsys, argv, message):
+    (files / "img.txt").write_text("hello")
+    argv = [a.format(d=files) for a in argv]
+    with pytest.raises(SystemExit) if "required" in message else _nullcontext():
+        rc = main(argv)
+        assert rc != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_unwritable_output_folder(files, tiny_model, capsys):
+    from napari_unet import save_model
+
+    save_model(tiny_model, files / "m.pt")
+    blocker = files / "afile"
+    blocker.write_text("x")
+    rc = main(["predict", str(files / "m.pt"), str(files / "img.tif"), "-o", str(blocker / "sub")])
+    assert rc != 0 and "output folder" in capsys.readouterr().err
+
+
+def test_console_script_and_version():
+    out = subprocess.run([sys.executable, "-m", "napari_unet.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("napari-unet ")
+
+
+def test_demo_writes_everything(tmp_path, capsys):
+    rc = main(["demo", "-o", str(tmp_path), "--time-limit", "2"])
+    assert rc == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"model.pt", "nuclei_right_labels.tif", "nuclei_right_contours.geojson", "metrics.csv", "overlay.png"} <= names
+    assert "dice" in capsys.readouterr().out

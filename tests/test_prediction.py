@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from napari_unet import InputError, UNet, evaluate, iter_predict, predict, predict_proba
+from napari_unet.prediction import predict_proba_plane, probabilities_to_labels, split_instances
+
+
+def test_tiled_equals_whole_image(tiny_model, blobs):
+    """Overlapping tiles blended smoothly agree with one pass over the whole image."""
+    from napari_unet.data import normalize
+
+    plane = normalize(np.tile(blobs[0], (3, 2))[None, :150, :130])
+    whole = predict_proba_plane(tiny_model, plane, tile_size=512, precision="fp32")
+    tiled = predict_proba_plane(tiny_model, plane, tile_size=48, overlap=16, batch_size=3, precision="fp32")
+    assert tiled.shape == whole.shape == (1, 150, 130)
+    assert np.mean(np.abs(tiled - whole)) < 0.02
+    confident = np.abs(whole - 0.5) > 0.1
+    assert ((tiled > 0.5) == (whole > 0.5))[confident].mean() > 0.98
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (9, 300), (33, 47)])
+def test_any_size(tiny_model, shape):
+    out = predict(tiny_model, np.random.default_rng(0).random(shape), tile_size=64, overlap=8)
+    assert out.shape == shape and out.dtype == np.uint8
+
+
+def test_stack_streams_plane_by_plane(tiny_model, blobs):
+    image, labels = blobs
+    stack = np.stack([image, image[::-1], image[:, ::-1]])
+    planes = list(iter_predict(tiny_model, stack))
+    assert [idx for idx, _ in planes] == [(0,), (1,), (2,)]
+    out = predict(tiny_model, stack)
+    assert out.shape == stack.shape
+    np.testing.assert_array_equal(out[1], predict(tiny_model, image[::-1]))
+    preallocated = np.zeros(stack.shape, np.uint8)
+    assert predict(tiny_model, stack, out=preallocated) is preallocated
+
+
+def test_probabilities_to_labels():
+    p = np.array([[[0.2, 0.7]]])
+    assert probabilities_to_labels(p).tolist() == [[0, 1]]
+    assert probabilities_to_labels(p, threshold=0.8).tolist() == [[0, 0]]
+    multi = np.array([[[0.1, 0.8]], [[0.7, 0.1]], [[0.2, 0.1]]])
+    assert probabilities_to_labels(multi).tolist() == [[1, 0]]
+
+
+def test_split_touching_objects():
+    yy, xx = np.mgrid[:40, :60]
+    mask = ((yy - 20) ** 2 + (xx - 20) ** 2 < 100) | ((yy - 20) ** 2 + (xx - 36) ** 2 < 100)
+    mask[0, 0] = True  # a 1-pixel speck is dropped
+    inst = split_instances(mask)
+    assert inst.max() == 2 and inst[20, 20] != inst[20, 36] and inst[0, 0] == 0
+
+
+def test_instances_and_proba(tiny_model, blobs):
+    image, _ = blobs
+    inst = predict(tiny_model, image, instances=True)
+    assert inst.dtype == np.int32
+    proba = predict_proba(tiny_model, image)
+    assert proba.shape == (1, *image.shape) and 0 <= proba.min() and proba.max() <= 1
+
+
+def test_trained_model_predicts_blobs(blobs):
+    from napari_unet import train
+
+    image, labels = blobs
+    model = train(image, labels, mode="dense", filters=8, depth=2, patch_size=32, epochs=3, steps_per_epoch=20,
+                  time_limit=None, learning_rate=5e-3)
+    (row,) = evaluate(predict(model, image, tile_size=32, overlap=8), labels)
+    assert row["dice"] > 0.85
+
+
+def test_bad_inputs(tiny_model):
+    with pytest.raises(InputError, match="looks multi-channel"):
+        predict(tiny_model, np.zeros((64, 64, 3)))
+    with pytest.raises(InputError, match="at least 2 dimensions"):
+        predict(tiny_model, np.zeros(10))
+    with pytest.raises(InputError, match="needs a UNet"):
+        predict("model.pt", np.zeros((8, 8)))
+    with pytest.raises(InputError, match="channel"):
+        predict(UNet(in_channels=2, filters=4, depth=2), np.zeros((16, 16)))
+    with pytest.raises(InputError, match="overlap"):
+        predict(tiny_model, np.zeros((16, 16)), tile_size=32, overlap=32)
