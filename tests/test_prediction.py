@@ -57,7 +57,7 @@ def test_instances_and_proba(tiny_model, blobs):
     inst = predict(tiny_model, image, instances=True)
     assert inst.dtype == np.int32
     proba = predict_proba(tiny_model, image)
-    assert proba.shape == (1, *image.shape) and 0 <= proba.min() and proba.max() <= 1
+    assert proba.shape == (1, *image.shape) and proba.min() >= 0 and proba.max() <= 1
 
 
 def test_trained_model_predicts_blobs(blobs):

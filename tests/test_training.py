@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet import Done, Epoch, InputError, Step, Trainer, TrainConfig, predict, train
+from napari_unet import Done, Epoch, InputError, Step, TrainConfig, Trainer, predict, train
 
 
 def test_events_and_trained_model(blobs, tiny):
