@@ -7,8 +7,14 @@
 Importing this package does not import torch; the core is imported when a widget is used.
 """
 
-from ._metrics import MetricsWidget
-from ._predict import PredictWidget
-from ._train import TrainWidget
-
 __all__ = ["MetricsWidget", "PredictWidget", "TrainWidget"]
+
+_MODULES = {"MetricsWidget": "._metrics", "PredictWidget": "._predict", "TrainWidget": "._train"}
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        from importlib import import_module
+
+        return getattr(import_module(_MODULES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,295 @@
+"""Small helpers shared by the dock widgets: layer roles and pairing, messages, Qt wrapping, throttling."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import Container, EmptyWidget, Label
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    import napari
+    from qtpy.QtWidgets import QWidget
+
+log = logging.getLogger("napari_unet")
+
+#: key in ``layer.metadata`` that marks layers this plugin added, with their role
+ROLE_KEY = "napari_unet_role"
+PREVIEW, PREDICTION, SCRIBBLES, POLYGONS = "preview", "prediction", "scribbles", "polygons"
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+
+def report_error(message: str) -> None:
+    """A red notification with the message and no traceback."""
+    show_error(message)
+
+
+def report_warning(message: str) -> None:
+    show_warning(message)
+
+
+def report_info(message: str) -> None:
+    show_info(message)
+
+
+def describe(exc: BaseException) -> str:
+    """The user-facing text of an exception: the message of an ``InputError``, the type and message otherwise."""
+    if isinstance(exc, InputError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def guarded(handler: Callable) -> Callable:
+    """Run a GUI handler; an ``InputError`` (or any exception) becomes an error notification, not a traceback."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except InputError as e:
+            report_error(str(e))
+        except Exception as e:  # a bug: still no traceback dialog, but log it for the bug report
+            log.exception("napari-unet: unexpected error in %s", handler.__name__)
+            report_error(describe(e))
+        return None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------- viewer and layers
+
+
+def unwrap_viewer(viewer: napari.Viewer) -> napari.Viewer:
+    """The real viewer behind napari's public-only proxy, so layers compare by identity."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
+def role(layer) -> str | None:
+    """What this plugin added the layer for (``PREVIEW``, ``PREDICTION``, ...), or None for a user's layer."""
+    return layer.metadata.get(ROLE_KEY) if hasattr(layer, "metadata") else None
+
+
+def layer_array(layer):
+    """The layer's full-resolution array (level 0 of a multiscale layer); not copied, may be lazy."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def spatial_shape(layer) -> tuple[int, ...]:
+    """Shape of the layer's pixels without the channel axis of an RGB(A) image."""
+    shape = tuple(layer_array(layer).shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def channel_axis(layer) -> int | None:
+    """Channel axis of an image layer: the last one for RGB(A) layers, else none (one channel per layer)."""
+    return -1 if getattr(layer, "rgb", False) else None
+
+
+def image_layers(viewer: napari.Viewer) -> list:
+    from napari.layers import Image
+
+    return [lay for lay in viewer.layers if isinstance(lay, Image)]
+
+
+def labels_layers(viewer: napari.Viewer, include_plugin: bool = True) -> list:
+    from napari.layers import Labels
+
+    return [
+        lay
+        for lay in viewer.layers
+        if isinstance(lay, Labels) and (include_plugin or role(lay) not in (PREVIEW, PREDICTION))
+    ]
+
+
+def unique_name(viewer: napari.Viewer, base: str) -> str:
+    names = {lay.name for lay in viewer.layers}
+    if base not in names:
+        return base
+    k = 2
+    while f"{base} [{k}]" in names:
+        k += 1
+    return f"{base} [{k}]"
+
+
+_ANNOTATION_HINT = re.compile(r"stroke|scribble|annot|brush|paint|train|sparse", re.I)
+_TRUTH_HINT = re.compile(r"truth|\bgt\b|_gt|gt_|ground|reference|mask", re.I)
+
+
+def _stem(name: str) -> str:
+    """A layer name without the words that say what kind of layer it is: 'nuclei strokes' -> 'nuclei'."""
+    words = re.split(r"[\s_\-\.]+", name.lower())
+    drop = {"strokes", "stroke", "scribbles", "scribble", "labels", "label", "annotations", "annotation", "ground"}
+    drop |= {"truth", "gt", "mask", "masks", "prediction", "preview", "pred", "seg", "segmentation", "unet", "u-net"}
+    return " ".join(w for w in words if w and w not in drop and not re.fullmatch(r"\[\d+\]", w))
+
+
+def best_annotation_layer(image, candidates: Iterable, selected: Iterable = ()):
+    """The Labels layer most likely to hold the annotations of ``image``, or None.
+
+    Only layers of the image's spatial shape count, never layers this plugin predicted. Among several,
+    prefer a selected one, then names that say "strokes" / "scribbles" / "annotations" over names that say
+    "ground truth", then names that share the image's name, then the most recently added.
+    """
+    shape = spatial_shape(image)
+    pool = [lay for lay in candidates if tuple(lay.data.shape) == shape and role(lay) not in (PREVIEW, PREDICTION)]
+    if not pool:
+        return None
+    selected = set(map(id, selected))
+
+    def score(item: tuple[int, Any]) -> tuple:
+        order, lay = item
+        name = lay.name
+        return (
+            id(lay) in selected,
+            role(lay) == SCRIBBLES or bool(_ANNOTATION_HINT.search(name)),
+            not _TRUTH_HINT.search(name),
+            _stem(name) == _stem(image.name),
+            order,
+        )
+
+    return max(enumerate(pool), key=score)[1]
+
+
+def best_truth_layer(prediction, candidates: Iterable):
+    """The ground-truth Labels layer for a prediction layer: same shape, not a plugin layer, matched by name."""
+    shape = tuple(prediction.data.shape)
+    pool = [
+        lay
+        for lay in candidates
+        if lay is not prediction
+        and tuple(lay.data.shape) == shape
+        and role(lay) not in (PREVIEW, PREDICTION, SCRIBBLES)
+    ]
+    if not pool:
+        return None
+    source = prediction.metadata.get("napari_unet_source", prediction.name)
+
+    def score(item: tuple[int, Any]) -> tuple:
+        order, lay = item
+        return (
+            bool(_TRUTH_HINT.search(lay.name)),
+            _stem(lay.name) == _stem(source),
+            not _ANNOTATION_HINT.search(lay.name),
+            order,
+        )
+
+    return max(enumerate(pool), key=score)[1]
+
+
+# ---------------------------------------------------------------------------------------------- Qt helpers
+
+
+def wrap_qt(qwidget: QWidget, name: str = "") -> EmptyWidget:
+    """A magicgui widget holding a plain Qt widget, so it can sit in a ``Container``."""
+    holder = EmptyWidget(name=name, label="")
+    layout = holder.native.layout()
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(qwidget)
+    return holder
+
+
+def is_alive(qwidget) -> bool:
+    """False once Qt has deleted the C++ widget (e.g. the viewer was closed)."""
+    try:
+        qwidget.objectName()
+    except RuntimeError:
+        return False
+    return True
+
+
+def form(*widgets) -> Container:
+    """A labelled sub-form (the dock widget itself has no label column)."""
+    box = Container(widgets=list(widgets), labels=True)
+    box.margins = (0, 0, 0, 0)
+    return box
+
+
+def wrapping_label() -> Label:
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value="")
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+    return label
+
+
+def heading(text: str) -> Label:
+    import html
+
+    return Label(value=f"<b>{html.escape(text)}</b>")
+
+
+class Throttle:
+    """``ready()`` is True at most once per ``interval`` seconds: for UI updates fed by a fast worker."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last = -np.inf
+
+    def ready(self, force: bool = False) -> bool:
+        now = time.perf_counter()
+        if force or now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s:02d} s"
+    h, m = divmod(minutes, 60)
+    return f"{h} h {m:02d} min"
+
+
+# ---------------------------------------------------------------------------------------------- label colours
+
+#: colours of scribble labels: 1 = background, then classes 1, 2, ... (the preview reuses the class colours)
+SCRIBBLE_COLORS = ["#3d7bff", "#ffd000", "#ff3db4", "#39e66e", "#ff7a1a", "#b27aff", "#00d5ff", "#e6e6e6"]
+
+
+def scribble_color(label: int) -> str:
+    """Colour of scribble label ``label`` (1 = background, 2 = class 1, ...); cycles after eight."""
+    return SCRIBBLE_COLORS[(label - 1) % len(SCRIBBLE_COLORS)] if label >= 1 else "#000000"
+
+
+def scribble_colormap(n_labels: int):
+    """A napari colormap: 0 transparent, 1..n_labels in ``SCRIBBLE_COLORS``."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors = {None: "transparent", 0: "transparent"}
+    colors.update({k: scribble_color(k) for k in range(1, n_labels + 1)})
+    return DirectLabelColormap(color_dict=colors)
+
+
+def class_colormap(n_classes: int):
+    """Colormap of a prediction / preview: class k in the colour of scribble label k + 1."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors = {None: "transparent", 0: "transparent"}
+    colors.update({k: scribble_color(k + 1) for k in range(1, n_classes + 1)})
+    return DirectLabelColormap(color_dict=colors)
+
+
+def hex_color(layer, value: int) -> str:
+    """The colour a Labels layer shows ``value`` in, as #rrggbb (for legends)."""
+    try:
+        rgba = np.asarray(layer.get_color(value), float)
+    except Exception:
+        return "#888888"
+    if rgba is None or rgba.size < 3:
+        return "#888888"
+    return "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in rgba[:3]))

@@ -1,0 +1,237 @@
+"""Metrics dock widget: Dice / IoU / precision / recall of prediction layers against ground-truth layers."""
+
+from __future__ import annotations
+
+import csv
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Select
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QFont
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QSizePolicy, QTableWidget, QTableWidgetItem
+
+from ..errors import InputError
+from ..metrics import evaluate, mean_row
+from . import _common as c
+from ._state import get_store
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+AUTO = "auto"
+SCORES = ("dice", "iou", "precision", "recall")
+HEADERS = ("image", "ground truth", "class", "Dice", "IoU", "precision", "recall")
+
+
+class MetricsWidget(Container):
+    """A table of scores, one row per prediction (and slice, and class), recomputed when the layers change."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=False)
+        self._viewer = c.unwrap_viewer(viewer)
+        self.rows: list[dict] = []  # the table's rows, mean rows included, with 'layer' for per-image rows
+        self._watched: list = []
+        self._closing = False
+
+        self._predictions = Select(choices=self._prediction_choices, label="Predictions", allow_multiple=True)
+        self._predictions.tooltip = "Layers to score; none selected = every prediction layer napari-unet made"
+        self._predictions.native.setMaximumHeight(80)
+        self._predictions.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._truth = ComboBox(choices=self._truth_choices, label="Ground truth")
+        self._truth.tooltip = "'paired by name' matches 'cells prediction' with 'cells ground truth' and the like"
+        self._per_slice = CheckBox(value=False, text="One row per slice (stacks)")
+        self._multiclass = CheckBox(value=False, text="Per class (multi-class labels)")
+        self._hint = c.wrapping_label()
+        self._table = QTableWidget(0, len(HEADERS))
+        self._table.setHorizontalHeaderLabels(HEADERS)
+        self._table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self._table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self._table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self._table.verticalHeader().setVisible(False)
+        header = self._table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self._table.setMinimumHeight(160)
+        self._table.setToolTip("Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.")
+        self._export = PushButton(text="Export CSV…")
+        self._recompute = PushButton(text="Recompute")
+
+        self.extend(
+            [
+                c.form(self._predictions, self._truth),
+                self._per_slice,
+                self._multiclass,
+                c.wrap_qt(self._table),
+                self._hint,
+                Container(widgets=[self._recompute, self._export], layout="horizontal", labels=False),
+            ]
+        )
+        for sub in self:
+            if isinstance(sub, Container):
+                sub.margins = (0, 0, 0, 0)
+
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(300)
+        self._timer.timeout.connect(c.guarded(self.update_table))
+        for w in (self._predictions, self._truth, self._per_slice, self._multiclass):
+            w.changed.connect(self.schedule)
+        self._recompute.changed.connect(c.guarded(self.update_table))
+        self._export.changed.connect(c.guarded(lambda: self.export_csv()))
+        self._table.itemSelectionChanged.connect(self._on_row_selected)
+        layers = self._viewer.layers
+        layers.events.inserted.connect(self._on_layers_changed)
+        layers.events.removed.connect(self._on_layers_changed)
+        layers.events.reordered.connect(self._on_layers_changed)
+        get_store(self._viewer).predicted.connect(self.schedule)
+        self.native.destroyed.connect(self._on_destroyed)
+        self.update_table()
+
+    # ------------------------------------------------------------------------------------------ choices and pairs
+
+    def _prediction_choices(self, *_) -> list:
+        return [(lay.name, lay) for lay in c.labels_layers(self._viewer) if c.role(lay) != c.PREVIEW]
+
+    def _truth_choices(self, *_) -> list:
+        return [("paired by name", AUTO)] + [(lay.name, lay) for lay in c.labels_layers(self._viewer, False)]
+
+    def _on_layers_changed(self, *_) -> None:
+        if not self._alive():
+            return
+        self._predictions.reset_choices()
+        self._truth.reset_choices()
+        self.schedule()
+
+    def pairs(self) -> list[tuple]:
+        """(prediction, ground truth) layer pairs to score."""
+        labels = c.labels_layers(self._viewer)
+        predictions = list(self._predictions.value) or [
+            lay for lay in labels if c.role(lay) == c.PREDICTION and lay.metadata.get("napari_unet_complete", True)
+        ]
+        out = []
+        for pred in predictions:
+            truth = self._truth.value
+            if truth == AUTO:
+                truth = c.best_truth_layer(pred, labels)
+            if truth is not None and truth is not pred:
+                out.append((pred, truth))
+        return out
+
+    # ------------------------------------------------------------------------------------------ table
+
+    def schedule(self, *_) -> None:
+        """Recompute shortly (many changes in a row, e.g. while painting, cost one recomputation)."""
+        if self._alive():
+            self._timer.start()
+
+    def update_table(self) -> list[dict]:
+        """Score every pair and fill the table; returns the rows (per image, then mean rows)."""
+        if not self._alive():
+            return []
+        pairs = self.pairs()
+        self._watch([x for pair in pairs for x in pair])
+        rows: list[dict] = []
+        for pred, truth in pairs:
+            p, t = np.asarray(pred.data), np.asarray(truth.data)
+            if p.shape != t.shape:
+                raise InputError(f"'{pred.name}' has shape {p.shape} but '{truth.name}' has {t.shape}.")
+            for row in evaluate(
+                p, t, names=[pred.name], multiclass=self._multiclass.value, per_slice=self._per_slice.value
+            ):
+                rows.append({**row, "ground truth": truth.name, "layer": pred})
+        if len(rows) > 1:
+            classes = sorted({r["class"] for r in rows})
+            if len(classes) > 1:
+                for k in classes:
+                    rows.append({**mean_row([r for r in rows if r["class"] == k], f"mean, class {k}"), "class": k})
+            rows.append({**mean_row([r for r in rows if "layer" in r]), "ground truth": ""})
+        self.rows = rows
+        self._fill(rows)
+        if not pairs:
+            self._hint.value = (
+                "<small>No prediction with a ground truth of the same shape: predict an image that has a "
+                "ground-truth Labels layer, or choose the layers above.</small>"
+            )
+        else:
+            self._hint.value = f"<small>{len(pairs)} prediction{'s' if len(pairs) > 1 else ''} scored.</small>"
+        return rows
+
+    def _fill(self, rows: list[dict]) -> None:
+        table = self._table
+        table.blockSignals(True)
+        table.setRowCount(len(rows))
+        bold = QFont(table.font())
+        bold.setBold(True)
+        for i, row in enumerate(rows):
+            values = [row["image"], row.get("ground truth", ""), str(row["class"])]
+            values += [f"{row[k]:.3f}" if np.isfinite(row[k]) else "" for k in SCORES]
+            for j, text in enumerate(values):
+                item = QTableWidgetItem(str(text))
+                if j >= 2:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if "layer" not in row:
+                    item.setFont(bold)
+                table.setItem(i, j, item)
+        table.blockSignals(False)
+
+    def _watch(self, layers: list) -> None:
+        """Recompute when the data of a scored layer changes (painting, or a prediction filling in)."""
+        for layer in self._watched:
+            for name in ("data", "paint", "set_data"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    emitter.disconnect(self.schedule)
+        self._watched = list({id(x): x for x in layers}.values())
+        for layer in self._watched:
+            for name in ("data", "paint", "set_data"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    emitter.connect(self.schedule)
+
+    def _on_row_selected(self) -> None:
+        selected = self._table.selectionModel().selectedRows()
+        if not selected:
+            return
+        row = self.rows[selected[0].row()] if selected[0].row() < len(self.rows) else None
+        layer = row.get("layer") if row else None
+        if layer is not None and layer in self._viewer.layers:
+            layer.visible = True
+            self._viewer.layers.selection.active = layer
+
+    def select_row(self, index: int) -> None:
+        """Select a table row, as a click does."""
+        self._table.selectRow(index)
+
+    # ------------------------------------------------------------------------------------------ export
+
+    def export_csv(self, path: str | Path | None = None) -> Path | None:
+        """Write the table (mean rows included) as CSV."""
+        if not self.rows:
+            raise InputError("The table is empty: predict an image that has a ground-truth layer first.")
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(self.native, "Export scores", "scores.csv", "CSV (*.csv)")
+            if not path:
+                return None
+        path = Path(path)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "ground_truth", "class", *SCORES])
+            for row in self.rows:
+                writer.writerow(
+                    [row["image"], row.get("ground truth", ""), row["class"]] + [f"{row[k]:.6f}" for k in SCORES]
+                )
+        c.report_info(f"Wrote {len(self.rows)} rows to {html.escape(str(path))}.")
+        return path
+
+    # ------------------------------------------------------------------------------------------ lifetime
+
+    def _alive(self) -> bool:
+        return not self._closing and c.is_alive(self.native)
+
+    def _on_destroyed(self, *_) -> None:
+        self._closing = True

@@ -1,0 +1,413 @@
+"""Predict dock widget: segment chosen (or all opened) images into new Labels layers, with contours and polygons."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, ProgressBar, PushButton, RadioButtons, Select
+from qtpy.QtWidgets import QSizePolicy
+
+from ..errors import InputError
+from . import _common as c
+from ._state import describe_model, get_store
+from ._worker import WorkerRunner
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+MAX_SHAPES = 5000  # more polygons than this make a napari Shapes layer sluggish: export them instead
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+
+@dataclass
+class Job:
+    """One image to segment: its array, channel axis, and the label array the job fills plane by plane."""
+
+    name: str
+    image: object
+    channel_axis: int | None
+    out: np.ndarray
+    n_planes: int
+
+
+@dataclass(frozen=True)
+class ImageStarted:
+    index: int
+
+
+@dataclass(frozen=True)
+class PlaneDone:
+    index: int  # which image
+    plane: int  # planes done in this image
+    n_planes: int
+
+
+@dataclass(frozen=True)
+class ImageDone:
+    index: int
+    contours: list = field(default_factory=list)
+
+
+def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> Iterator:
+    """Fill each job's ``out`` plane by plane (core ``iter_predict``), yielding progress; no Qt, no layers.
+
+    ``out`` arrays are created on the GUI thread and shown by the new Labels layers; only this job writes
+    them, and the GUI refreshes the layers when it hears of a finished plane.
+    """
+    from ..contours import label_contours
+    from ..prediction import iter_predict
+
+    for k, job in enumerate(jobs):
+        yield ImageStarted(k)
+        for n, (idx, labels) in enumerate(
+            iter_predict(model, job.image, channel_axis=job.channel_axis, instances=instances), start=1
+        ):
+            job.out[idx] = labels
+            yield PlaneDone(k, n, job.n_planes)
+        yield ImageDone(k, label_contours(job.out) if polygons else [])
+
+
+# ---------------------------------------------------------------------------------------------- the widget
+
+
+class PredictWidget(Container):
+    """Segment images with the model in memory or a model file; one new Labels layer per image."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=False)
+        self._viewer = c.unwrap_viewer(viewer)
+        self._store = get_store(self._viewer)
+        self._runner = WorkerRunner()
+        self._jobs: list[Job] = []
+        self._layers: list = []
+        self._sources: list = []
+        self._refresh_throttle = c.Throttle(0.3)
+        self._file_model = (None, None)  # (path, model) cache
+        self._closing = False
+        self.outputs: list = []  # Labels layers made by the last run
+
+        self._source = RadioButtons(
+            choices=[("Model in memory", "memory"), ("Model file", "file")], value="memory", orientation="horizontal"
+        )
+        self._file = FileEdit(mode="r", filter="napari-unet model (*.pt)", label="Model file")
+        self._model_info = c.wrapping_label()
+        self._all = CheckBox(value=True, text="All opened images")
+        self._images = Select(choices=self._image_choices, label="Images", allow_multiple=True)
+        self._images.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._images.native.setMaximumHeight(90)
+        self._instances = CheckBox(
+            value=True, text="Split touching objects (instances)", tooltip="One label id per object (watershed)"
+        )
+        self._contours = CheckBox(value=True, text="Show as contours", tooltip="Outline objects over the image")
+        self._polygons = CheckBox(
+            value=False, text="Add polygons (Shapes layer)", tooltip="One polygon per object, editable and exportable"
+        )
+        self._predict = PushButton(text="Predict")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(value=0, min=0, max=1000, label="")
+        self._progress.native.setTextVisible(True)
+        self._progress.native.setFormat("idle")
+        self._status = c.wrapping_label()
+        self._export_from = ComboBox(choices=self._labels_choices, label="Polygons of")
+        self._export = PushButton(text="Export polygons…", tooltip="Write one polygon per object as CSV or GeoJSON")
+
+        self.extend(
+            [
+                c.heading("Model"),
+                self._source,
+                c.form(self._file),
+                self._model_info,
+                c.heading("Images"),
+                self._all,
+                c.form(self._images),
+                c.heading("Output"),
+                self._instances,
+                self._contours,
+                self._polygons,
+                Container(widgets=[self._predict, self._cancel], layout="horizontal", labels=False),
+                self._progress,
+                self._status,
+                c.heading("Export"),
+                c.form(self._export_from),
+                self._export,
+            ]
+        )
+        for sub in self:
+            if isinstance(sub, Container):
+                sub.margins = (0, 0, 0, 0)
+        self.native.layout().addStretch(1)
+
+        self._source.changed.connect(self._update_model_info)
+        self._file.changed.connect(self._update_model_info)
+        self._all.changed.connect(self._on_all_toggled)
+        self._contours.changed.connect(self._on_contours_toggled)
+        self._predict.changed.connect(c.guarded(self.start_prediction))
+        self._cancel.changed.connect(self.cancel)
+        self._export.changed.connect(c.guarded(lambda: self.export_polygons()))
+        self._store.changed.connect(self._update_model_info)
+        layers = self._viewer.layers
+        layers.events.inserted.connect(self._reset_choices)
+        layers.events.removed.connect(self._on_layer_removed)
+        layers.events.reordered.connect(self._reset_choices)
+        self.native.destroyed.connect(self._on_destroyed)
+        self._on_all_toggled()
+        self._update_model_info()
+
+    # ------------------------------------------------------------------------------------------ choices
+
+    def _image_choices(self, *_) -> list:
+        return [(lay.name, lay) for lay in c.image_layers(self._viewer)]
+
+    def _labels_choices(self, *_) -> list:
+        layers = c.labels_layers(self._viewer)
+        # predictions first, newest first: the usual thing to export
+        layers.sort(key=lambda lay: (c.role(lay) != c.PREDICTION, -self._viewer.layers.index(lay)))
+        return [(lay.name, lay) for lay in layers]
+
+    def _reset_choices(self, *_) -> None:
+        if c.is_alive(self.native):
+            self._images.reset_choices()
+            self._export_from.reset_choices()
+
+    def _on_all_toggled(self, *_) -> None:
+        self._images.enabled = not self._all.value
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if self._runner.running and any(layer is x for x in self._sources + self._layers):
+            self.cancel()
+        self._reset_choices()
+
+    def _on_contours_toggled(self, *_) -> None:
+        for layer in self.outputs:
+            if layer in self._viewer.layers:
+                layer.contour = 1 if self._contours.value else 0
+
+    def _update_model_info(self, *_) -> None:
+        if not c.is_alive(self.native):
+            return
+        self._file.enabled = self._source.value == "file"
+        if self._source.value == "memory":
+            text = self._store.description
+        else:
+            path = str(self._file.value) if self._file.value else ""
+            text = Path(path).name if path and Path(path).is_file() else "choose a model file (.pt)"
+        self._model_info.value = f"<small>{html.escape(text)}</small>"
+
+    # ------------------------------------------------------------------------------------------ predict
+
+    def model(self):
+        """The model to predict with (loaded from the file if 'Model file' is chosen)."""
+        if self._source.value == "memory":
+            if self._store.model is None:
+                raise InputError("There is no model in memory: train one in the Train widget, or choose a model file.")
+            return self._store.model
+        path = Path(str(self._file.value)) if self._file.value else None
+        if path is None or not path.is_file():
+            raise InputError("Choose a model file (.pt) to predict with, or use the model in memory.")
+        from ..checkpoint import load_model
+
+        key = (str(path), path.stat().st_mtime)
+        if self._file_model[0] != key:
+            model = load_model(path)
+            self._file_model = (key, model)
+            self._model_info.value = f"<small>{html.escape(describe_model(model, path.name))}</small>"
+        return self._file_model[1]
+
+    def chosen_images(self) -> list:
+        images = c.image_layers(self._viewer) if self._all.value else list(self._images.value)
+        if not images:
+            raise InputError(
+                "No image to segment: open an image (File > Open), or tick 'All opened images' / select images."
+            )
+        return images
+
+    @property
+    def running(self) -> bool:
+        return self._runner.running
+
+    def start_prediction(self) -> None:
+        """One new Labels layer per image, filled plane by plane in a background thread."""
+        if self._runner.running:
+            return
+        from ..prediction import output_shape
+
+        model = self.model()
+        images = self.chosen_images()
+        jobs = []
+        for image in images:
+            arr = c.layer_array(image)
+            axis = c.channel_axis(image)
+            shape = output_shape(model, arr, axis)
+            if shape != c.spatial_shape(image):
+                raise InputError(f"'{image.name}': cannot tell its channel axis; predict it from the Python API.")
+            n_planes = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            dtype = np.int32 if self._instances.value else np.uint8
+            jobs.append(Job(image.name, arr, axis, np.zeros(shape, dtype), n_planes))
+            # an early, clear error for a wrong channel count (the core checks it again per plane)
+            channels = arr.shape[-1] if axis == -1 else 1
+            if channels != model.in_channels:
+                raise InputError(
+                    f"'{image.name}' has {channels} channel(s) but the model was trained on {model.in_channels}: "
+                    "choose images like the training images."
+                )
+        self._jobs = jobs
+        self._sources = images
+        self._layers = [None] * len(jobs)
+        self.outputs = []
+        self._set_running(True)
+        self._progress.value = 0
+        self._progress.native.setFormat("starting…")
+        self._status.value = f"Segmenting {len(jobs)} image{'s' if len(jobs) > 1 else ''}…"
+        self._runner.start(
+            predict_job,
+            model,
+            jobs,
+            bool(self._instances.value),
+            bool(self._polygons.value),
+            on_yield=self._on_event,
+            on_error=self._on_error,
+            on_finish=self._on_finish,
+        )
+
+    def cancel(self) -> None:
+        """Stop at once: finished images are kept, the image in progress is marked '(incomplete)'."""
+        if not self._runner.running:
+            return
+        self._runner.abandon()
+        for layer in self._layers:
+            if layer is not None and layer.metadata.get("napari_unet_complete") is False:
+                layer.name = c.unique_name(self._viewer, f"{layer.name} (incomplete)")
+                layer.refresh()
+        if c.is_alive(self.native):
+            self._set_running(False)
+            self._progress.native.setFormat("cancelled")
+            self._status.value = "Cancelled."
+
+    def _set_running(self, running: bool) -> None:
+        self._predict.enabled = not running
+        self._cancel.enabled = running
+
+    def _alive(self) -> bool:
+        return not self._closing and c.is_alive(self.native)
+
+    def _on_event(self, event) -> None:
+        if not self._alive():
+            return
+        n = len(self._jobs)
+        if isinstance(event, ImageStarted):
+            self._add_output(event.index)
+            self._progress.native.setFormat(f"image {event.index + 1}/{n}")
+        elif isinstance(event, PlaneDone):
+            job = self._jobs[event.index]
+            done = (event.index + event.plane / event.n_planes) / n
+            self._progress.value = int(1000 * done)
+            plane = f" · plane {event.plane}/{event.n_planes}" if event.n_planes > 1 else ""
+            self._progress.native.setFormat(f"image {event.index + 1}/{n}{plane}")
+            layer = self._layers[event.index]
+            if layer is not None and (event.plane == event.n_planes or self._refresh_throttle.ready()):
+                layer.refresh()
+            self._status.value = f"Segmenting '{html.escape(job.name)}'…"
+        elif isinstance(event, ImageDone):
+            layer = self._layers[event.index]
+            if layer is not None:
+                layer.metadata["napari_unet_complete"] = True
+                layer.refresh()
+                self._store.predicted.emit()
+                if self._polygons.value:
+                    self._add_polygons(event.index, event.contours)
+
+    def _add_output(self, k: int) -> None:
+        job, image = self._jobs[k], self._sources[k]
+        layer = self._viewer.add_labels(
+            job.out,
+            name=c.unique_name(self._viewer, f"{image.name} prediction"),
+            scale=image.scale,
+            translate=image.translate,
+            opacity=0.8,
+            metadata={c.ROLE_KEY: c.PREDICTION, "napari_unet_source": image.name, "napari_unet_complete": False},
+        )
+        layer.contour = 1 if self._contours.value else 0
+        layer.editable = True
+        self._layers[k] = layer
+        self.outputs.append(layer)
+
+    def _add_polygons(self, k: int, contours: list) -> None:
+        image = self._sources[k]
+        if not contours:
+            return
+        if len(contours) > MAX_SHAPES:
+            c.report_warning(
+                f"'{image.name}': {len(contours)} objects is too many polygons to show smoothly; "
+                "use 'Export polygons…' to write them to a file."
+            )
+            return
+        self._viewer.add_shapes(
+            [ct.napari_coords() for ct in contours],
+            shape_type="polygon",
+            name=c.unique_name(self._viewer, f"{image.name} polygons"),
+            edge_color="#ffd000",
+            face_color="transparent",
+            edge_width=1,
+            scale=image.scale,
+            translate=image.translate,
+            features={"label": [ct.label for ct in contours]},
+            metadata={c.ROLE_KEY: c.POLYGONS, "napari_unet_source": image.name},
+        )
+
+    def _on_error(self, error: BaseException) -> None:
+        if not self._alive():
+            return
+        self._status.value = "Prediction failed: " + html.escape(c.describe(error))
+        self._progress.native.setFormat("failed")
+        c.report_error(c.describe(error))
+
+    def _on_finish(self) -> None:
+        if not self._alive():
+            return
+        self._set_running(False)
+        complete = [lay for lay in self.outputs if lay.metadata.get("napari_unet_complete")]
+        if complete and len(complete) == len(self._jobs):
+            self._progress.value = 1000
+            self._progress.native.setFormat("done")
+            names = ", ".join(f"'{html.escape(lay.name)}'" for lay in complete)
+            self._status.value = f"Done: {names}."
+        self._reset_choices()
+        if complete:
+            self._export_from.value = complete[-1]
+
+    def _on_destroyed(self, *_) -> None:
+        self._closing = True
+        self._runner.abandon()
+
+    # ------------------------------------------------------------------------------------------ export
+
+    def export_polygons(self, path: str | Path | None = None, layer=None) -> Path | None:
+        """Write one polygon per object of a Labels layer as CSV or GeoJSON (by the file's extension)."""
+        from ..contours import label_contours, write_contours
+
+        layer = layer if layer is not None else self._export_from.value
+        if layer is None:
+            raise InputError("There is no Labels layer to export: predict first.")
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(
+                self.native,
+                "Export polygons",
+                f"{layer.name}.geojson",
+                "GeoJSON (*.geojson);;CSV, one row per vertex (*.csv)",
+            )
+            if not path:
+                return None
+        contours = label_contours(np.asarray(layer.data))
+        write_contours(contours, path)
+        c.report_info(f"Wrote {len(contours)} polygons of '{layer.name}' to {path}.")
+        return Path(path)

@@ -1,0 +1,780 @@
+"""Train dock widget: pick images and their annotations, train in the background with a live preview, save."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import html
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from qtpy.QtCore import QTimer
+
+from ..errors import InputError
+from . import _common as c
+from ._plot import CurvePlot
+from ._state import describe_model, get_store
+from ._train_job import Inbox, Notice, Preview, Round, Tick, View, train_rounds
+from ._worker import WorkerRunner
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+NONE = "—"
+MODES = [("scribbles (sparse)", "sparse"), ("complete masks (dense)", "dense")]
+
+MODE_TIP = (
+    "Scribbles (sparse): 0 = not annotated (ignored), 1 = background, 2 = class 1 (foreground), 3 = class 2, ...\n"
+    "Complete masks (dense): 0 = background, any value > 0 = foreground (instance masks work as they are),\n"
+    "or the class id with 'dense labels are class ids' (advanced)."
+)
+
+
+class _PairRow(Container):
+    """One image and the Labels layer holding its annotations."""
+
+    def __init__(self, image, choices: list, chosen) -> None:
+        use = CheckBox(value=chosen is not None, text=image.name, tooltip="Train on this image")
+        annotations = ComboBox(
+            choices=[(NONE, None)] + [(lay.name, lay) for lay in choices],
+            value=chosen,
+            tooltip="The Labels layer with the annotations of this image (same shape as the image)",
+        )
+        use.native.setMinimumWidth(80)
+        super().__init__(layout="horizontal", labels=False, widgets=[use, annotations])
+        self.margins = (0, 0, 0, 0)
+        self.image_layer = image
+        self.use = use
+        self.annotations = annotations
+
+
+class TrainWidget(Container):
+    """Train a U-Net on the opened images and their annotation layers."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=False)
+        self._viewer = c.unwrap_viewer(viewer)
+        self._store = get_store(self._viewer)
+        self._runner = WorkerRunner()
+        self._inbox: Inbox | None = None
+        self._run_pairs: list[tuple] = []  # (image layer, labels layer) of the running job
+        self._run_started = 0.0
+        self._strokes_dirty = False
+        self._preview_layer = None
+        self._preview_off_this_run = False
+        self._rows: list[_PairRow] = []
+        self._n_labels: dict[int, int] = {}  # id(layer) -> highest scribble label offered in the legend
+        self._ui_throttle = c.Throttle(0.2)
+        self._plot_throttle = c.Throttle(0.5)
+        self._round_step = 0
+        self._last_event = None
+        self._closing = False
+
+        # ---- data
+        self._pairs = Container(labels=False, layout="vertical")
+        self._pairs.margins = (0, 0, 0, 0)
+        self._mode = ComboBox(choices=MODES, value="sparse", label="Labels are", tooltip=MODE_TIP)
+        self._mode_hint = c.wrapping_label()
+        self._new_layer = PushButton(
+            text="New scribble layer",
+            tooltip="Add an empty Labels layer over the image, ready to paint: 1 = background, 2 = foreground",
+        )
+        self._add_class = PushButton(text="+ class", tooltip="Offer one more class to paint (next label value)")
+        self._legend = c.wrapping_label()
+        self._legend.native.setToolTip(MODE_TIP)
+
+        # ---- model
+        self._model_info = c.wrapping_label()
+        self._finetune = CheckBox(
+            value=False,
+            text="Continue from the model in memory (fine-tune)",
+            tooltip="Train the model in memory further on these annotations instead of starting a new one.",
+        )
+        self._load = PushButton(text="Load model…")
+        self._save = PushButton(text="Save model…")
+        self._save_annotations = CheckBox(
+            value=True,
+            text="Also save the annotation layers next to the model",
+            tooltip="Writes <model>.<layer>.tif for each annotation layer, so strokes survive a crash.",
+        )
+
+        # ---- advanced
+        self._time_limit = FloatSpinBox(
+            value=60, min=0, max=86400, step=10, label="Time budget (s)", tooltip="0 = no time limit (use epochs)"
+        )
+        self._epochs = SpinBox(value=0, min=0, max=100000, label="Epochs", tooltip="0 = train until the time is up")
+        self._steps_per_epoch = SpinBox(value=20, min=1, max=10000, label="Steps per epoch")
+        self._filters = SpinBox(value=16, min=2, max=256, label="Filters", tooltip="Width of the first U-Net level")
+        self._depth = SpinBox(value=4, min=1, max=7, label="Depth", tooltip="Number of down-sampling levels")
+        self._patch = SpinBox(value=128, min=16, max=2048, step=16, label="Patch size", tooltip="Training patch side")
+        self._batch = SpinBox(value=8, min=1, max=256, label="Batch size")
+        self._lr = FloatSpinBox(value=0.002, min=1e-5, max=1.0, step=0.0005, label="Learning rate")
+        self._lr.native.setDecimals(5)
+        self._augment = CheckBox(value=True, text="Augment (flips, rotations, elastic, intensity)")
+        self._multiclass = CheckBox(
+            value=False, text="Dense labels are class ids", tooltip="Complete masks where value k means class k"
+        )
+        self._preview = CheckBox(
+            value=True,
+            text="Live preview",
+            tooltip="Every few seconds, predict the visible region into a preview layer while training",
+        )
+        self._preview_every = FloatSpinBox(value=3, min=1, max=600, step=1, label="Preview every (s)")
+        self._advanced = Container(
+            widgets=[
+                self._time_limit,
+                self._epochs,
+                self._steps_per_epoch,
+                self._filters,
+                self._depth,
+                self._patch,
+                self._batch,
+                self._lr,
+                self._augment,
+                self._multiclass,
+                self._preview,
+                self._preview_every,
+            ]
+        )
+        from superqt import QCollapsible
+
+        self._collapsible = QCollapsible("Advanced settings")
+        self._collapsible.addWidget(self._advanced.native)
+        self._collapsible.layout().setContentsMargins(0, 0, 0, 0)
+
+        # ---- run
+        self._train = PushButton(text="Train")
+        self._stop = PushButton(text="Stop", enabled=False)
+        self._progress = ProgressBar(value=0, min=0, max=1000, label="")
+        self._progress.native.setTextVisible(True)
+        self._progress.native.setFormat("idle")
+        self._plot = CurvePlot()
+        self._status = c.wrapping_label()
+
+        self.extend(
+            [
+                c.heading("Images and annotations"),
+                self._pairs,
+                c.form(self._mode),
+                self._mode_hint,
+                Container(widgets=[self._new_layer, self._add_class], layout="horizontal", labels=False),
+                self._legend,
+                c.heading("Model"),
+                self._model_info,
+                self._finetune,
+                Container(widgets=[self._load, self._save], layout="horizontal", labels=False),
+                self._save_annotations,
+                c.wrap_qt(self._collapsible),
+                Container(widgets=[self._train, self._stop], layout="horizontal", labels=False),
+                self._progress,
+                c.wrap_qt(self._plot),
+                self._status,
+            ]
+        )
+        for sub in self:
+            if isinstance(sub, Container):
+                sub.margins = (0, 0, 0, 0)
+        self.native.layout().addStretch(1)
+
+        # ---- connections
+        self._new_layer.changed.connect(c.guarded(self.new_scribble_layer))
+        self._add_class.changed.connect(c.guarded(self.add_class))
+        self._load.changed.connect(c.guarded(lambda: self.load_model()))
+        self._save.changed.connect(c.guarded(lambda: self.save_model()))
+        self._train.changed.connect(c.guarded(self.start_training))
+        self._stop.changed.connect(self.stop_training)
+        self._mode.changed.connect(self._update_legend)
+        self._multiclass.changed.connect(self._update_legend)
+        self._preview.changed.connect(self._on_preview_toggled)
+        self._preview_every.changed.connect(self._on_preview_toggled)
+        self._store.changed.connect(self._update_model_info)
+        layers = self._viewer.layers
+        layers.events.inserted.connect(self._on_layers_changed)
+        layers.events.removed.connect(self._on_layer_removed)
+        layers.events.reordered.connect(self._on_layers_changed)
+        self.native.destroyed.connect(self._on_destroyed)
+
+        self._timer = QTimer()
+        self._timer.setInterval(500)
+        self._timer.timeout.connect(self._on_timer)
+
+        self.refresh_pairs()
+        self._update_model_info()
+
+    # ------------------------------------------------------------------------------------------ pairs
+
+    def refresh_pairs(self) -> None:
+        """Rebuild the image / annotation rows from the viewer's layers, keeping the user's choices."""
+        if self._runner.running:
+            return
+        previous = {id(r.image_layer): (r.use.value, r.annotations.value) for r in self._rows}
+        labels = c.labels_layers(self._viewer, include_plugin=False)
+        selected = list(self._viewer.layers.selection)
+        self._pairs.clear()
+        self._rows = []
+        for image in c.image_layers(self._viewer):
+            shape = c.spatial_shape(image)
+            fitting = [lay for lay in labels if tuple(lay.data.shape) == shape]
+            if id(image) in previous and (previous[id(image)][1] is None or previous[id(image)][1] in fitting):
+                use, chosen = previous[id(image)]
+                row = _PairRow(image, fitting, chosen)
+                row.use.value = use
+            else:
+                row = _PairRow(image, fitting, c.best_annotation_layer(image, fitting, selected))
+            row.annotations.changed.connect(self._on_pairing_changed)
+            row.use.changed.connect(self._on_pairing_changed)
+            self._rows.append(row)
+            self._pairs.append(row)
+        if not self._rows:
+            self._pairs.append(Label(value="<i>Open an image first (File > Open Sample > U-Net).</i>"))
+        self._on_pairing_changed()
+
+    def pairs(self) -> list[tuple]:
+        """The (image layer, labels layer) pairs ticked for training."""
+        return [
+            (r.image_layer, r.annotations.value) for r in self._rows if r.use.value and r.annotations.value is not None
+        ]
+
+    def set_pairs(self, pairs: list[tuple]) -> None:
+        """Tick exactly these (image, labels) pairs (for scripts and tests)."""
+        wanted = {id(img): lab for img, lab in pairs}
+        for r in self._rows:
+            r.use.value = id(r.image_layer) in wanted
+            if id(r.image_layer) in wanted:
+                r.annotations.value = wanted[id(r.image_layer)]
+
+    def _on_pairing_changed(self, *_) -> None:
+        for r in self._rows:
+            if r.annotations.value is None and r.use.value:
+                r.use.value = False
+        chosen = [lab for _, lab in self.pairs()]
+        if chosen:
+            from ..data import guess_label_mode
+
+            try:
+                mode = guess_label_mode([np.asarray(lab.data) for lab in chosen])
+            except Exception:
+                mode = self._mode.value
+            self._mode.value = mode
+            annotated = sum(int(np.count_nonzero(lab.data)) for lab in chosen)
+            total = sum(int(np.size(lab.data)) for lab in chosen)
+            share = 100 * annotated / max(total, 1)
+            what = "scribbles" if mode == "sparse" else "complete masks"
+            self._mode_hint.value = f"<small>Looks like {what}: {share:.1f}% of the pixels are labelled.</small>"
+        else:
+            self._mode_hint.value = "<small>Tick an image and choose its annotation layer, or add one:</small>"
+        self._update_legend()
+
+    def _on_layers_changed(self, *_) -> None:
+        self.refresh_pairs()
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if self._runner.running and self._inbox is not None:
+            inputs = {id(x) for pair in self._run_pairs for x in pair}
+            if id(layer) in inputs:
+                self._inbox.stop()
+                self._status.value = f"Stopping: the layer '{layer.name}' was removed."
+                QTimer.singleShot(0, lambda name=layer.name: self._notice_removed(name))
+            elif layer is self._preview_layer:
+                self._preview_layer = None
+                self._preview_off_this_run = True
+                self._inbox.preview = False
+        if layer is self._preview_layer:
+            self._preview_layer = None
+        self.refresh_pairs()
+
+    def _notice_removed(self, name: str) -> None:
+        if len(self._viewer.layers):  # not when the whole viewer is closing
+            c.report_warning(f"Training stopped because the layer '{name}' was removed; the model so far is kept.")
+
+    # ------------------------------------------------------------------------------------------ scribbles
+
+    def _target_image(self):
+        for r in self._rows:
+            if r.use.value:
+                return r.image_layer
+        active = self._viewer.layers.selection.active
+        from napari.layers import Image
+
+        if isinstance(active, Image):
+            return active
+        images = c.image_layers(self._viewer)
+        if not images:
+            raise InputError("Open an image first (File > Open, or File > Open Sample > U-Net), then add scribbles.")
+        return images[0]
+
+    def new_scribble_layer(self):
+        """Add an empty scribble layer over the image being trained on, in paint mode with label 2."""
+        image = self._target_image()
+        shape = c.spatial_shape(image)
+        name = c.unique_name(self._viewer, f"{image.name} strokes")
+        layer = self._viewer.add_labels(
+            np.zeros(shape, np.uint8),
+            name=name,
+            scale=image.scale,
+            translate=image.translate,
+            colormap=c.scribble_colormap(2),
+            metadata={c.ROLE_KEY: c.SCRIBBLES},
+            opacity=0.9,
+        )
+        self._n_labels[id(layer)] = 2
+        _set_features(layer, 2)
+        layer.brush_size = max(3, min(shape[-2:]) // 100)
+        layer.selected_label = 2
+        layer.mode = "paint"
+        self._viewer.layers.selection.active = layer
+        for r in self._rows:
+            if r.image_layer is image:
+                r.annotations.value = layer
+                r.use.value = True
+        self._mode.value = "sparse"
+        self._update_legend()
+        c.report_info("Paint label 2 on objects and label 1 on background (press 1 or 2 to switch label, P to paint).")
+        return layer
+
+    def add_class(self) -> None:
+        """Offer one more scribble label (a new class) and select it for painting."""
+        layer = self._legend_layer()
+        if layer is None:
+            raise InputError("Choose or add an annotation layer first ('New scribble layer').")
+        n = self._n_labels.get(id(layer), max(2, _max_label(layer))) + 1
+        self._n_labels[id(layer)] = n
+        if c.role(layer) == c.SCRIBBLES:
+            layer.colormap = c.scribble_colormap(n)
+            _set_features(layer, n)
+        layer.selected_label = n if self._mode.value == "sparse" else n - 1
+        self._viewer.layers.selection.active = layer
+        self._update_legend()
+
+    def _legend_layer(self):
+        pairs = self.pairs()
+        if pairs:
+            return pairs[0][1]
+        for r in self._rows:
+            if r.annotations.value is not None:
+                return r.annotations.value
+        return None
+
+    def _update_legend(self, *_) -> None:
+        layer = self._legend_layer()
+
+        def swatch(value: int) -> str:
+            color = c.hex_color(layer, value) if layer is not None else c.scribble_color(value)
+            return f"<span style='color:{color}'>&#9632;</span>"
+
+        if self._mode.value == "sparse":
+            n = self._n_labels.get(id(layer), max(2, _max_label(layer))) if layer is not None else 2
+            items = [f"{swatch(1)} 1 background"]
+            for v in range(2, n + 1):
+                items.append(f"{swatch(v)} {v} " + ("foreground" if n == 2 else f"class {v - 1}"))
+            items.append("(0 = not annotated)")
+        elif self._multiclass.value:
+            n = max(1, _max_label(layer)) if layer is not None else 1
+            items = ["0 background"] + [f"{swatch(v)} {v} class {v}" for v in range(1, n + 1)]
+        else:
+            items = ["0 background", "any value > 0 foreground (instance ids are fine)"]
+        name = html.escape(layer.name) if layer is not None else "the annotation layer"
+        self._legend.value = f"<small><b>{name}</b>: " + " &nbsp; ".join(items) + "</small>"
+
+    # ------------------------------------------------------------------------------------------ settings
+
+    def config(self):
+        """The core ``TrainConfig`` from the widgets (raises ``InputError`` for impossible values)."""
+        from ..training import TrainConfig
+
+        return TrainConfig(
+            time_limit=float(self._time_limit.value) or None,
+            epochs=int(self._epochs.value) or None,
+            steps_per_epoch=int(self._steps_per_epoch.value),
+            filters=int(self._filters.value),
+            depth=int(self._depth.value),
+            patch_size=int(self._patch.value),
+            batch_size=int(self._batch.value),
+            learning_rate=float(self._lr.value),
+            augment=bool(self._augment.value),
+            mode=self._mode.value,
+            multiclass=bool(self._multiclass.value),
+        )
+
+    def set_settings(self, **values) -> None:
+        """Set advanced settings by name: time_limit, epochs, steps_per_epoch, filters, depth, patch, batch,
+        lr, preview, preview_every, augment, multiclass."""
+        for name, value in values.items():
+            widget = getattr(self, f"_{name}", None)
+            if widget is None:
+                raise InputError(f"Unknown setting {name!r}.")
+            widget.value = value
+
+    # ------------------------------------------------------------------------------------------ training
+
+    @property
+    def running(self) -> bool:
+        return self._runner.running
+
+    def start_training(self) -> None:
+        """Check the inputs, then train in a background thread (continuing from the model in memory if asked)."""
+        if self._runner.running:
+            return
+        if not c.image_layers(self._viewer):
+            raise InputError("There is no image layer: open an image first (File > Open Sample > U-Net).")
+        pairs = self.pairs()
+        if not pairs:
+            raise InputError(
+                "No annotations chosen: tick an image and pick its Labels layer, or click 'New scribble layer' "
+                "and paint label 1 on background and label 2 on objects."
+            )
+        for image, labels in pairs:
+            if tuple(labels.data.shape) != c.spatial_shape(image):
+                raise InputError(
+                    f"'{labels.name}' has shape {tuple(labels.data.shape)} but '{image.name}' has "
+                    f"{c.spatial_shape(image)}: annotations must cover the image pixel for pixel."
+                )
+            if not np.any(labels.data):
+                raise InputError(
+                    f"Nothing is annotated in '{labels.name}': paint background (label 1) and objects (label 2) first."
+                )
+        config = self.config()
+        model = None
+        if self._finetune.value:
+            if self._store.model is None:
+                raise InputError("There is no model in memory to continue from: untick 'Continue from …'.")
+            model = copy.deepcopy(self._store.model)
+        rgb = [bool(getattr(img, "rgb", False)) for img, _ in pairs]
+        if any(rgb):
+            from dataclasses import replace
+
+            if not all(rgb):
+                raise InputError("Train on RGB images or on single-channel images, not both at once.")
+            config = replace(config, channel_axis=-1)
+        images = [c.layer_array(img) for img, _ in pairs]
+        labels = [np.array(lab.data, copy=True) for _, lab in pairs]  # the job never sees the live layers
+
+        self._run_pairs = pairs
+        self._inbox = Inbox(preview=bool(self._preview.value), preview_interval=float(self._preview_every.value))
+        self._preview_off_this_run = False
+        self._strokes_dirty = False
+        self._last_event = None
+        self._round_step = 0
+        self._plot.clear()
+        self._run_started = time.perf_counter()
+        for _, lab in pairs:
+            lab.events.paint.connect(self._on_paint)
+            lab.events.data.connect(self._on_paint)
+        self._post_view()
+        self._set_running(True)
+        self._status.value = "Preparing the training data…"
+        self._progress.native.setFormat("starting…")
+        self._runner.start(
+            train_rounds,
+            images,
+            labels,
+            config,
+            model,
+            self._inbox,
+            rgb,
+            on_yield=self._on_event,
+            on_error=self._on_error,
+            on_finish=self._on_finish,
+        )
+        self._timer.start()
+
+    def stop_training(self) -> None:
+        """Stop after the current step; the model trained so far is kept."""
+        if self._inbox is not None and self._runner.running:
+            self._inbox.stop()
+            self._stop.enabled = False
+            self._status.value = "Stopping…"
+            self._progress.native.setFormat("stopping…")
+
+    def _set_running(self, running: bool) -> None:
+        self._train.enabled = not running
+        self._stop.enabled = running
+        for w in (self._load, self._new_layer, self._pairs, self._mode, self._finetune, self._multiclass):
+            w.enabled = not running
+        for w in (self._time_limit, self._epochs, self._steps_per_epoch, self._filters, self._depth):
+            w.enabled = not running
+        for w in (self._patch, self._batch, self._lr, self._augment):
+            w.enabled = not running
+
+    def _on_paint(self, *_) -> None:
+        self._strokes_dirty = True
+
+    def _on_timer(self) -> None:
+        """Every half second while training: tell the job what is visible and hand over new strokes."""
+        if self._inbox is None or not self._runner.running:
+            return
+        self._post_view()
+        if self._strokes_dirty:
+            self._strokes_dirty = False
+            self._inbox.post_labels([np.array(lab.data, copy=True) for _, lab in self._run_pairs])
+
+    def _on_preview_toggled(self, *_) -> None:
+        if self._inbox is not None:
+            self._inbox.preview = bool(self._preview.value) and not self._preview_off_this_run
+            self._inbox.preview_interval = float(self._preview_every.value)
+
+    def _post_view(self) -> None:
+        if self._inbox is not None:
+            try:
+                self._inbox.post_view(self._current_view())
+            except Exception:  # the view is a nicety; never let it break training
+                c.log.debug("no preview view", exc_info=True)
+                self._inbox.post_view(None)
+
+    def _current_view(self) -> View | None:
+        """The visible box of the preview image, in its data coordinates, or None (e.g. in 3D view)."""
+        viewer = self._viewer
+        if viewer.dims.ndisplay != 2 or not self._run_pairs:
+            return None
+        index = 0
+        active = viewer.layers.selection.active
+        for k, pair in enumerate(self._run_pairs):
+            if any(active is x for x in pair):
+                index = k
+        image = self._run_pairs[index][0]
+        shape = c.spatial_shape(image)
+        nd = len(shape)
+        if tuple(viewer.dims.displayed)[-2:] != (viewer.dims.ndim - 2, viewer.dims.ndim - 1):
+            return None
+        point = np.asarray(image.world_to_data(viewer.dims.point), float)[-nd:]
+        plane = tuple(int(np.clip(round(x), 0, s - 1)) for x, s in zip(point[:-2], shape[:-2], strict=True))
+        corners = np.asarray(image.corner_pixels)
+        (r0, c0), (r1, c1) = corners[0, -2:], corners[1, -2:]
+        h, w = shape[-2:]
+        if r1 - r0 < 8 or c1 - c0 < 8:  # not drawn yet: the whole plane
+            r0, c0, r1, c1 = 0, 0, h, w
+        r0, c0 = max(0, int(r0) - 8), max(0, int(c0) - 8)
+        r1, c1 = min(h, int(r1) + 9), min(w, int(c1) + 9)
+        # at least 64 px (or the image) so the network sees some context
+        r0, r1 = _widen(r0, r1, h, 64)
+        c0, c1 = _widen(c0, c1, w, 64)
+        return View(index, plane, (r0, r1), (c0, c1))
+
+    def _alive(self) -> bool:
+        return not self._closing and c.is_alive(self.native)
+
+    def _on_event(self, event) -> None:
+        if not self._alive():
+            return
+        from ..training import Done
+
+        if isinstance(event, Tick):
+            self._last_event = event
+            self._plot.add_loss(event.step, event.loss)
+            if event.epoch:
+                self._plot.add_dice(event.step, event.val_dice)
+            if self._ui_throttle.ready(force=event.epoch):
+                self._show_progress(event)
+            if self._plot_throttle.ready(force=event.epoch):
+                self._plot.update()
+        elif isinstance(event, Preview):
+            self._show_preview(event)
+        elif isinstance(event, Round):
+            if event.number > 1:
+                self._plot.add_round(event.step)
+                c.report_info(f"Training took in the new strokes ({event.annotated} annotated pixels).")
+            self._round_step = event.step
+            what = "scribbles" if event.mode == "sparse" else "complete masks"
+            self._status.value = (
+                f"Round {event.number}: {event.annotated:,} annotated pixels ({what}), "
+                f"{event.n_classes} class{'es' if event.n_classes > 1 else ''}."
+            )
+        elif isinstance(event, Notice):
+            c.report_warning(event.message)
+        elif isinstance(event, Done):
+            self._on_done(event)
+
+    def _show_progress(self, tick: Tick) -> None:
+        self._progress.value = int(1000 * tick.fraction)
+        cfg_time = float(self._time_limit.value) or None
+        if cfg_time:
+            left = max(0.0, cfg_time - tick.elapsed)
+        elif tick.fraction > 0:
+            left = tick.elapsed * (1 - tick.fraction) / tick.fraction
+        else:
+            left = float("nan")
+        left_text = c.format_seconds(left) + " left" if np.isfinite(left) else ""
+        self._progress.native.setFormat(f"{100 * tick.fraction:.0f}%  ·  {left_text}")
+        dice = next((v for _, v in reversed(self._plot.dice)), None)
+        dice_text = f" · val Dice {dice:.3f}" if dice is not None else ""
+        self._status.value = f"Step {tick.step} · loss {tick.loss:.3f}{dice_text} · {c.format_seconds(tick.elapsed)}"
+
+    def _show_preview(self, p: Preview) -> None:
+        if self._preview_off_this_run or not self._preview.value or not self._run_pairs:
+            return
+        image = self._run_pairs[p.view.image][0]
+        data = p.labels.reshape((1,) * len(p.view.plane) + p.labels.shape)
+        offset = np.array(p.view.plane + (p.view.rows[0], p.view.cols[0]), float)
+        scale = np.asarray(image.scale, float)
+        translate = np.asarray(image.translate, float) + offset * scale
+        layer = self._preview_layer
+        if layer is None or layer not in self._viewer.layers:
+            n_classes = self._store.model.n_classes if self._store.model is not None else 1
+            layer = self._viewer.add_labels(
+                data,
+                name=c.unique_name(self._viewer, f"{image.name} preview"),
+                scale=scale,
+                translate=translate,
+                opacity=0.45,
+                colormap=c.class_colormap(max(n_classes, int(p.labels.max()), 1)),
+                metadata={c.ROLE_KEY: c.PREVIEW},
+            )
+            layer.editable = False
+            self._preview_layer = layer
+            # keep the user's annotation layer on top and active, so painting goes on undisturbed
+            lab = self._run_pairs[p.view.image][1]
+            if lab in self._viewer.layers:
+                layers = self._viewer.layers
+                layers.move(layers.index(layer), layers.index(lab))
+                layers.selection.active = lab
+        else:
+            if int(p.labels.max()) > len(layer.colormap.color_dict) - 2:
+                layer.colormap = c.class_colormap(int(p.labels.max()))
+            layer.data = data
+            layer.translate = translate
+
+    def _on_done(self, done) -> None:
+        model = done.model
+        how = "stopped" if done.stopped else "trained"
+        self._store.set(model, describe_model(model, f"{how} here"))
+        self._finetune.value = True
+        dice = f", val Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
+        loss = f", loss {done.loss:.3f}" if done.loss is not None else ""
+        self._status.value = f"Done: {done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice}."
+        self._progress.value = 1000 if not done.stopped else self._progress.value
+        self._progress.native.setFormat("stopped" if done.stopped else "done")
+        self._plot.update()
+
+    def _on_error(self, error: BaseException) -> None:
+        if not self._alive():
+            return
+        self._status.value = "Training failed: " + c.describe(error)
+        self._progress.native.setFormat("failed")
+        c.report_error(c.describe(error))
+
+    def _on_finish(self) -> None:
+        self._timer.stop()
+        for _, lab in self._run_pairs:
+            for emitter in (lab.events.paint, lab.events.data):
+                with contextlib.suppress(Exception):  # already gone with its layer
+                    emitter.disconnect(self._on_paint)
+        if not self._alive():
+            return
+        self._set_running(False)
+        self._inbox = None
+        self.refresh_pairs()
+
+    def _on_destroyed(self, *_) -> None:
+        self._closing = True
+        if self._inbox is not None:
+            self._inbox.stop()
+        self._runner.abandon()
+
+    # ------------------------------------------------------------------------------------------ model files
+
+    def _update_model_info(self, *_) -> None:
+        if not c.is_alive(self.native):
+            return
+        s = self._store
+        self._model_info.value = f"<small>In memory: {html.escape(s.description)}</small>"
+        self._save.enabled = s.model is not None
+        if s.model is None:
+            self._finetune.value = False
+        self._finetune.enabled = s.model is not None and not self._runner.running
+
+    def save_model(self, path: str | Path | None = None) -> Path | None:
+        """Save the model in memory (and, if ticked, the annotation layers next to it)."""
+        from ..checkpoint import save_model
+        from ..io import write_labels
+
+        if self._store.model is None:
+            raise InputError("There is no model to save yet: train one first.")
+        if path is None:
+            path = _ask_path(self.native, save=True)
+            if path is None:
+                return None
+        path = Path(path)
+        if path.suffix == "":
+            path = path.with_suffix(".pt")
+        save_model(self._store.model, path, overwrite=True)
+        written = [path.name]
+        if self._save_annotations.value:
+            for _, lab in self.pairs():
+                target = path.with_name(f"{path.stem}.{_safe(lab.name)}.tif")
+                write_labels(target, np.asarray(lab.data), overwrite=True)
+                written.append(target.name)
+        self._store.set(self._store.model, self._store.description, str(path))
+        c.report_info(f"Saved {', '.join(written)} in {path.parent}.")
+        return path
+
+    def load_model(self, path: str | Path | None = None):
+        """Load a model file into memory, ready to predict or to fine-tune on new annotations."""
+        from ..checkpoint import load_model
+
+        if path is None:
+            path = _ask_path(self.native, save=False)
+            if path is None:
+                return None
+        model = load_model(path)
+        self._store.set(model, describe_model(model, f"loaded from {Path(path).name}"), str(path))
+        self._finetune.value = True
+        return model
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _max_label(layer) -> int:
+    if layer is None:
+        return 0
+    data = layer.data
+    return int(data.max()) if np.size(data) else 0
+
+
+def _set_features(layer, n_labels: int) -> None:
+    """Name every scribble value in the layer's features, shown in the status bar under the cursor."""
+    import pandas as pd
+
+    meaning = ["not annotated", "background"] + (
+        ["foreground"] if n_labels == 2 else [f"class {k}" for k in range(1, n_labels)]
+    )
+    try:
+        layer.features = pd.DataFrame({"index": list(range(n_labels + 1)), "meaning": meaning})
+    except Exception:  # features are a nicety
+        c.log.debug("could not set features", exc_info=True)
+
+
+def _widen(lo: int, hi: int, size: int, minimum: int) -> tuple[int, int]:
+    if hi - lo >= minimum or size <= minimum:
+        return (lo, hi) if size > minimum else (0, size)
+    mid = (lo + hi) // 2
+    lo = int(np.clip(mid - minimum // 2, 0, size - minimum))
+    return lo, lo + minimum
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w\-]+", "_", name).strip("_") or "labels"
+
+
+def _ask_path(parent, save: bool) -> str | None:
+    from qtpy.QtWidgets import QFileDialog
+
+    if save:
+        path, _ = QFileDialog.getSaveFileName(parent, "Save model", "unet.pt", "napari-unet model (*.pt)")
+    else:
+        path, _ = QFileDialog.getOpenFileName(parent, "Load model", "", "napari-unet model (*.pt);;All files (*)")
+    return path or None

@@ -1,0 +1,181 @@
+"""Train widget: pairing, scribble layers, bad input, Stop within a second, clean ends."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_unet._widgets._train import TrainWidget
+
+from .conftest import TINY, assert_unchanged, snapshot, wait_until
+
+
+@pytest.fixture
+def train_widget(sample_viewer):
+    widget = TrainWidget(sample_viewer)
+    sample_viewer.window.add_dock_widget(widget, name="Train")
+    widget.set_settings(**TINY)
+    return widget
+
+
+def test_default_pairing_takes_the_strokes(train_widget, sample_viewer):
+    assert train_widget.pairs() == [(sample_viewer.layers["nuclei"], sample_viewer.layers["nuclei strokes"])]
+    assert train_widget._mode.value == "sparse"
+    assert "background" in train_widget._legend.value
+
+
+def test_pairing_is_explicit_when_asked(train_widget, sample_viewer):
+    truth = sample_viewer.layers["nuclei ground truth"]
+    train_widget.set_pairs([(sample_viewer.layers["nuclei"], truth)])
+    assert train_widget.pairs()[0][1] is truth
+    assert train_widget._mode.value == "dense"  # suggested from the data
+
+
+def test_new_scribble_layer_and_classes(train_widget, sample_viewer, messages):
+    layer = train_widget.new_scribble_layer()
+    assert layer.data.shape == sample_viewer.layers["nuclei"].data.shape
+    assert not layer.data.any()
+    assert layer.selected_label == 2 and layer.mode == "paint"
+    assert train_widget.pairs() == [(sample_viewer.layers["nuclei"], layer)]
+    assert "2 foreground" in train_widget._legend.value
+    train_widget.add_class()
+    assert layer.selected_label == 3
+    assert "3 class 2" in train_widget._legend.value
+    assert not messages["error"]
+
+
+@pytest.mark.parametrize("case", ["no image", "no labels", "nothing annotated", "bad setting"])
+def test_bad_input_shows_an_error_and_changes_nothing(make_napari_viewer, sample_viewer, messages, case):
+    viewer = sample_viewer
+    if case == "no image":
+        viewer = make_napari_viewer()
+    elif case == "nothing annotated":
+        viewer.add_labels(np.zeros((512, 512), np.uint8), name="empty strokes")
+    widget = TrainWidget(viewer)
+    widget.set_settings(**TINY)
+    if case == "no labels":
+        widget.set_pairs([])
+    elif case == "nothing annotated":
+        widget.set_pairs([(viewer.layers["nuclei"], viewer.layers["empty strokes"])])
+    elif case == "bad setting":
+        widget.set_settings(time_limit=0, epochs=0)
+    before = snapshot(viewer)
+    widget._train.changed.emit(True)  # the button's handler, as a click runs it
+    assert not widget.running
+    assert len(messages["error"]) == 1, messages
+    text = messages["error"][0]
+    expected = {"no image": "image", "no labels": "annotations", "nothing annotated": "Nothing is annotated"}
+    assert expected.get(case, "time limit") in text
+    assert "Traceback" not in text
+    assert_unchanged(viewer, before, before)
+    assert len(viewer.layers) == len(before)
+
+
+def test_only_background_reports_the_core_error(qtbot, train_widget, sample_viewer, messages):
+    only_bg = (sample_viewer.layers["nuclei strokes"].data == 1).astype(np.uint8)
+    layer = sample_viewer.add_labels(only_bg, name="background strokes")
+    train_widget.set_pairs([(sample_viewer.layers["nuclei"], layer)])
+    train_widget._mode.value = "sparse"  # as scribbles, only background is painted
+    train_widget.start_training()
+    wait_until(qtbot, lambda: not train_widget.running)
+    assert any("Only background is annotated" in m for m in messages["error"]), messages
+    assert train_widget._store.model is None
+
+
+def _started(widget) -> bool:
+    return len(widget._plot.loss) >= 2
+
+
+def test_stop_takes_effect_within_a_second(qtbot, train_widget, sample_viewer, messages):
+    before = snapshot(sample_viewer)
+    train_widget.set_settings(time_limit=120)
+    train_widget.start_training()
+    assert train_widget.running and train_widget._stop.enabled
+    wait_until(qtbot, lambda: _started(train_widget), timeout=60)
+    clicked = time.perf_counter()
+    train_widget._stop.changed.emit(True)
+    wait_until(qtbot, lambda: not train_widget.running, timeout=5)
+    assert time.perf_counter() - clicked < 1.0
+    assert train_widget._store.model is not None  # the model so far is kept
+    assert "stopped" in train_widget._store.description
+    assert train_widget._train.enabled and not train_widget._stop.enabled
+    assert not messages["error"]
+    assert_unchanged(sample_viewer, before, ["nuclei", "nuclei strokes", "nuclei ground truth"])
+
+
+def test_new_strokes_start_a_new_round(qtbot, train_widget, sample_viewer, monkeypatch):
+    from napari_unet._widgets import _train_job
+
+    monkeypatch.setattr(_train_job, "MIN_ROUND_SECONDS", 0.0)
+    train_widget.set_settings(time_limit=60)
+    train_widget.start_training()
+    wait_until(qtbot, lambda: _started(train_widget), timeout=60)
+    strokes = sample_viewer.layers["nuclei strokes"]
+    strokes.paint((10, 10), 1)  # as a brush stroke does: fires events.paint
+    wait_until(qtbot, lambda: len(train_widget._plot.rounds) >= 1, timeout=20)
+    train_widget.stop_training()
+    wait_until(qtbot, lambda: not train_widget.running, timeout=5)
+
+
+def test_live_preview_layer(qtbot, train_widget, sample_viewer):
+    train_widget.set_settings(time_limit=4, preview_every=1)
+    train_widget.start_training()
+    wait_until(qtbot, lambda: not train_widget.running, timeout=60)
+    preview = sample_viewer.layers["nuclei preview"]
+    assert preview.data.ndim == 2 and preview.data.max() >= 0
+    assert preview.metadata["napari_unet_role"] == "preview"
+    # the annotation layer stays above the preview, so painting goes on undisturbed
+    layers = sample_viewer.layers
+    assert layers.index(layers["nuclei strokes"]) > layers.index(preview)
+
+
+def test_removing_an_input_layer_stops_cleanly(qtbot, train_widget, sample_viewer, messages):
+    train_widget.set_settings(time_limit=120)
+    train_widget.start_training()
+    wait_until(qtbot, lambda: _started(train_widget), timeout=60)
+    sample_viewer.layers.remove("nuclei strokes")
+    wait_until(qtbot, lambda: not train_widget.running, timeout=5)
+    qtbot.wait(50)
+    assert not messages["error"]
+    assert any("was removed" in m for m in messages["warning"])
+    assert train_widget._store.model is not None
+
+
+def test_closing_the_viewer_during_training_ends_the_worker(qtbot, train_widget, sample_viewer, messages):
+    from qtpy.QtCore import QThreadPool
+
+    train_widget.set_settings(time_limit=120)
+    train_widget.start_training()
+    wait_until(qtbot, lambda: _started(train_widget), timeout=60)
+    start = time.perf_counter()
+    sample_viewer.close()
+    assert QThreadPool.globalInstance().waitForDone(5000)
+    assert time.perf_counter() - start < 5
+    qtbot.wait(50)
+    assert not messages["error"]
+
+
+def test_save_and_load_model_with_annotations(qtbot, train_widget, sample_viewer, tiny_model, tmp_path):
+    import tifffile
+
+    train_widget._store.set(tiny_model, "test model")
+    path = train_widget.save_model(tmp_path / "unet.pt")
+    assert path.is_file()
+    saved = tifffile.imread(tmp_path / "unet.nuclei_strokes.tif")
+    np.testing.assert_array_equal(saved, sample_viewer.layers["nuclei strokes"].data)
+    train_widget._store.set(None, "nothing")
+    model = train_widget.load_model(path)
+    assert model.n_classes == tiny_model.n_classes
+    assert train_widget._store.model is model and train_widget._finetune.value
+
+
+def test_loading_a_junk_file_shows_an_error(train_widget, messages, tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    train_widget._load.changed.disconnect()
+    from napari_unet._widgets._common import guarded
+
+    guarded(train_widget.load_model)(junk)
+    assert len(messages["error"]) == 1 and "not a napari-unet model" in messages["error"][0]
