@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, ProgressBar, PushButton, RadioButtons, Select
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import InputError
@@ -20,7 +21,8 @@ from ._worker import WorkerRunner
 if TYPE_CHECKING:
     import napari.viewer
 
-MAX_SHAPES = 5000  # more polygons than this make a napari Shapes layer sluggish: export them instead
+MAX_SHAPES = 3000  # more polygons than this make a napari Shapes layer sluggish: export them instead
+SHAPES_CHUNK = 25  # polygons added per event-loop turn (~50 ms each), so the window stays responsive
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -52,7 +54,7 @@ class PlaneDone:
 @dataclass(frozen=True)
 class ImageDone:
     index: int
-    contours: list = field(default_factory=list)
+    polygons: list = field(default_factory=list)  # simplified (plane index + vertices) arrays, for display
 
 
 def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> Iterator:
@@ -61,6 +63,8 @@ def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> 
     ``out`` arrays are created on the GUI thread and shown by the new Labels layers; only this job writes
     them, and the GUI refreshes the layers when it hears of a finished plane.
     """
+    from skimage.measure import approximate_polygon
+
     from ..contours import label_contours
     from ..prediction import iter_predict
 
@@ -71,7 +75,17 @@ def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> 
         ):
             job.out[idx] = labels
             yield PlaneDone(k, n, job.n_planes)
-        yield ImageDone(k, label_contours(job.out) if polygons else [])
+        shapes = []
+        if polygons:
+            contours = label_contours(job.out)
+            if len(contours) <= MAX_SHAPES:  # simplified within 0.7 px: napari draws them ~10x faster
+                for ct in contours:
+                    simple = approximate_polygon(ct.coords, 0.7)
+                    lead = np.broadcast_to(np.asarray(ct.index, float), (len(simple), len(ct.index)))
+                    shapes.append(np.hstack([lead, simple]))
+            else:
+                shapes = [None] * len(contours)  # too many to show: the GUI says so
+        yield ImageDone(k, shapes)
 
 
 # ---------------------------------------------------------------------------------------------- the widget
@@ -92,6 +106,7 @@ class PredictWidget(Container):
         self._file_model = (None, None)  # (path, model) cache
         self._closing = False
         self.outputs: list = []  # Labels layers made by the last run
+        self._pending_polygons: list = []  # (Shapes layer, polygons still to add, style)
 
         self._source = RadioButtons(
             choices=[("Model in memory", "memory"), ("Model file", "file")], value="memory", orientation="horizontal"
@@ -322,7 +337,7 @@ class PredictWidget(Container):
                 layer.refresh()
                 self._store.predicted.emit()
                 if self._polygons.value:
-                    self._add_polygons(event.index, event.contours)
+                    self._add_polygons(event.index, event.polygons)
 
     def _add_output(self, k: int) -> None:
         job, image = self._jobs[k], self._sources[k]
@@ -339,28 +354,47 @@ class PredictWidget(Container):
         self._layers[k] = layer
         self.outputs.append(layer)
 
-    def _add_polygons(self, k: int, contours: list) -> None:
+    def _add_polygons(self, k: int, polygons: list) -> None:
+        """A Shapes layer with one polygon per object, filled in small chunks between GUI events."""
         image = self._sources[k]
-        if not contours:
+        if not polygons:
             return
-        if len(contours) > MAX_SHAPES:
+        if polygons[0] is None:
             c.report_warning(
-                f"'{image.name}': {len(contours)} objects is too many polygons to show smoothly; "
+                f"'{image.name}': {len(polygons)} objects are too many polygons to show smoothly; "
                 "use 'Export polygons…' to write them to a file."
             )
             return
-        self._viewer.add_shapes(
-            [ct.napari_coords() for ct in contours],
-            shape_type="polygon",
+        style = {"shape_type": "polygon", "edge_color": "#ffd000", "face_color": "transparent", "edge_width": 1}
+        layer = self._viewer.add_shapes(
+            polygons[:SHAPES_CHUNK],
             name=c.unique_name(self._viewer, f"{image.name} polygons"),
-            edge_color="#ffd000",
-            face_color="transparent",
-            edge_width=1,
             scale=image.scale,
             translate=image.translate,
-            features={"label": [ct.label for ct in contours]},
             metadata={c.ROLE_KEY: c.POLYGONS, "napari_unet_source": image.name},
+            **style,
         )
+        self._pending_polygons.append((layer, polygons[SHAPES_CHUNK:], style))
+        self._feed_polygons()
+
+    @property
+    def busy(self) -> bool:
+        """True while predicting or while polygons are still being added."""
+        return self._runner.running or bool(self._pending_polygons)
+
+    def _feed_polygons(self) -> None:
+        if not self._alive():
+            self._pending_polygons.clear()
+            return
+        while self._pending_polygons:
+            layer, rest, style = self._pending_polygons[0]
+            if not rest or layer not in self._viewer.layers:
+                self._pending_polygons.pop(0)
+                continue
+            layer.add(rest[:SHAPES_CHUNK], **style)
+            self._pending_polygons[0] = (layer, rest[SHAPES_CHUNK:], style)
+            QTimer.singleShot(0, self._feed_polygons)
+            return
 
     def _on_error(self, error: BaseException) -> None:
         if not self._alive():

@@ -1,0 +1,94 @@
+"""Metrics widget: pairing by name, table rows and mean, per slice and class, CSV, row selection, updates."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_unet._widgets._common import PREDICTION, ROLE_KEY
+from napari_unet._widgets._metrics import MetricsWidget
+from napari_unet.metrics import evaluate
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    rng = np.random.default_rng(0)
+    v = make_napari_viewer()
+    truth_a = np.zeros((2, 32, 32), np.uint8)
+    truth_a[:, 8:24, 8:24] = 1
+    pred_a = truth_a.copy()
+    pred_a[1, 8:16] = 0
+    truth_b = (rng.random((40, 40)) > 0.5).astype(np.uint8)
+    v.add_labels(truth_a, name="cells ground truth")
+    v.add_labels(truth_b, name="tissue ground truth")
+    v.add_labels(pred_a, name="cells prediction", metadata={ROLE_KEY: PREDICTION, "napari_unet_source": "cells"})
+    v.add_labels(truth_b.copy(), name="tissue prediction", metadata={ROLE_KEY: PREDICTION})
+    return v
+
+
+def test_table_pairs_by_name_with_a_mean_row(viewer):
+    widget = MetricsWidget(viewer)
+    rows = widget.update_table()
+    assert [(r["image"], r["ground truth"]) for r in rows[:2]] == [
+        ("cells prediction", "cells ground truth"),
+        ("tissue prediction", "tissue ground truth"),
+    ]
+    expected = evaluate(viewer.layers["cells prediction"].data, viewer.layers["cells ground truth"].data)[0]
+    assert rows[0]["dice"] == pytest.approx(expected["dice"])
+    assert rows[1]["dice"] == 1.0
+    assert rows[-1]["image"] == "mean"
+    assert rows[-1]["dice"] == pytest.approx((expected["dice"] + 1.0) / 2)
+    assert widget._table.rowCount() == 3
+    assert widget._table.item(0, 3).text() == f"{expected['dice']:.3f}"
+
+
+def test_per_slice_and_per_class(viewer):
+    widget = MetricsWidget(viewer)
+    widget._per_slice.value = True
+    rows = widget.update_table()
+    names = [r["image"] for r in rows]
+    assert "cells prediction[0]" in names and "cells prediction[1]" in names
+    assert rows[0]["dice"] == 1.0 and rows[1]["dice"] < 1.0
+    multi = np.zeros((40, 40), np.uint8)
+    multi[:20] = 1
+    multi[20:] = 2
+    viewer.add_labels(multi, name="classes ground truth")
+    viewer.add_labels(multi, name="classes prediction", metadata={ROLE_KEY: PREDICTION})
+    widget._per_slice.value = False
+    widget._multiclass.value = True
+    widget._predictions.value = [viewer.layers["classes prediction"]]
+    rows = widget.update_table()
+    assert [r["class"] for r in rows if "layer" in r] == [1, 2]
+    assert any(r["image"] == "mean, class 2" for r in rows)
+
+
+def test_export_csv_and_select_row(viewer, tmp_path):
+    widget = MetricsWidget(viewer)
+    widget.update_table()
+    path = widget.export_csv(tmp_path / "scores.csv")
+    with open(path) as f:
+        table = list(csv.DictReader(f))
+    assert [r["image"] for r in table] == ["cells prediction", "tissue prediction", "mean"]
+    assert float(table[1]["dice"]) == 1.0
+    widget.select_row(1)
+    assert viewer.layers.selection.active is viewer.layers["tissue prediction"]
+
+
+def test_recomputes_when_a_layer_changes(qtbot, viewer):
+    widget = MetricsWidget(viewer)
+    widget.update_table()
+    pred = viewer.layers["tissue prediction"]
+    pred.paint((5, 5), 0 if pred.data[5, 5] else 1)  # one wrong pixel, as a brush stroke
+    qtbot.waitUntil(lambda: widget.rows[1]["dice"] < 1.0, timeout=3000)
+    viewer.layers.remove("tissue prediction")
+    qtbot.waitUntil(lambda: len(widget.rows) == 1, timeout=3000)
+
+
+def test_no_pairs_shows_a_hint(make_napari_viewer, messages):
+    widget = MetricsWidget(make_napari_viewer())
+    assert widget.update_table() == []
+    assert "No prediction" in widget._hint.value
+    widget._export.changed.emit(True)
+    assert len(messages["error"]) == 1 and "empty" in messages["error"][0]

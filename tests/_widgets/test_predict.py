@@ -1,0 +1,144 @@
+"""Predict widget: new layers per image (2D, stacks, dask), contours, polygons, export, cancel, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_unet._widgets._predict import PredictWidget
+from napari_unet._widgets._state import get_store
+
+from .conftest import assert_unchanged, snapshot, wait_until
+
+
+@pytest.fixture
+def predict_widget(sample_viewer, tiny_model):
+    get_store(sample_viewer).set(tiny_model, "tiny test model")
+    widget = PredictWidget(sample_viewer)
+    sample_viewer.window.add_dock_widget(widget, name="Predict")
+    return widget
+
+
+def test_predicts_every_opened_image_into_new_layers(qtbot, predict_widget, sample_viewer, messages):
+    image = sample_viewer.layers["nuclei"].data
+    sample_viewer.add_image(np.stack([image[:128, :128]] * 3), name="stack")
+    sample_viewer.add_image(da.from_array(image[:96, :160], chunks=(48, 80)), name="lazy")
+    before = snapshot(sample_viewer)
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
+    assert not messages["error"], messages
+    out = {layer.metadata["napari_unet_source"]: layer for layer in predict_widget.outputs}
+    assert set(out) == {"nuclei", "stack", "lazy"}
+    assert out["nuclei"].name == "nuclei prediction"
+    assert out["nuclei"].data.shape == (512, 512)
+    assert out["stack"].data.shape == (3, 128, 128)
+    assert out["lazy"].data.shape == (96, 160)
+    assert all(layer.contour == 1 for layer in out.values())
+    assert out["nuclei"].data.max() > 1  # instances: touching objects get their own ids
+    np.testing.assert_array_equal(out["stack"].data[0], out["stack"].data[2])  # same plane, same answer
+    assert_unchanged(sample_viewer, before, before)  # the user's layers are never modified
+    assert "done" in predict_widget._progress.native.format()
+
+
+def test_polygons_layer(qtbot, predict_widget, sample_viewer, messages, monkeypatch):
+    from napari_unet._widgets import _predict
+
+    image = sample_viewer.layers["nuclei"].data
+    sample_viewer.add_image(np.stack([image[:96, :96], image[96:192, :96]]), name="crop")
+    predict_widget._all.value = False
+    predict_widget._images.value = [sample_viewer.layers["crop"]]
+    predict_widget._polygons.value = True
+    monkeypatch.setattr(_predict, "SHAPES_CHUNK", 3)  # several chunks, as for a big image
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
+    labels = predict_widget.outputs[0].data
+    n = sum(len(np.unique(plane)) - 1 for plane in labels)
+    shapes = sample_viewer.layers["crop polygons"]
+    assert len(shapes.data) == n > 3
+    assert {int(round(p[0, 0])) for p in shapes.data} == {0, 1}  # each polygon sits in its own plane
+    # too many objects: a warning instead of a sluggish layer
+    monkeypatch.setattr(_predict, "MAX_SHAPES", 2)
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
+    assert any("too many polygons" in m for m in messages["warning"])
+    assert "crop polygons [2]" not in sample_viewer.layers
+
+
+def test_semantic_labels_and_no_contours(qtbot, predict_widget, sample_viewer):
+    predict_widget._instances.value = False
+    predict_widget._contours.value = False
+    predict_widget._all.value = False
+    predict_widget._images.value = [sample_viewer.layers["nuclei"]]
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.running, timeout=60)
+    (layer,) = predict_widget.outputs
+    assert layer.data.dtype == np.uint8 and layer.data.max() <= 1
+    assert layer.contour == 0
+    predict_widget._contours.value = True
+    assert layer.contour == 1
+
+
+def test_export_polygons(qtbot, predict_widget, tmp_path):
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.running, timeout=60)
+    layer = predict_widget.outputs[0]
+    n = len(np.unique(layer.data)) - 1
+    geojson = predict_widget.export_polygons(tmp_path / "nuclei.geojson", layer)
+    assert len(json.loads(geojson.read_text())["features"]) == n
+    csv = predict_widget.export_polygons(tmp_path / "nuclei.csv", layer)
+    assert csv.read_text().startswith("label,plane,vertex,y,x")
+
+
+def test_cancel_takes_effect_within_a_second(qtbot, predict_widget, sample_viewer, messages):
+    big = np.tile(sample_viewer.layers["nuclei"].data, (40, 1, 1))  # 40 planes: long enough to cancel
+    sample_viewer.add_image(big, name="big stack")
+    predict_widget._all.value = False
+    predict_widget._images.value = [sample_viewer.layers["big stack"]]
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: bool(predict_widget.outputs) and predict_widget._progress.value > 0, timeout=60)
+    clicked = time.perf_counter()
+    predict_widget._cancel.changed.emit(True)
+    assert not predict_widget.running
+    assert predict_widget._predict.enabled
+    from qtpy.QtCore import QThreadPool
+
+    assert QThreadPool.globalInstance().waitForDone(5000)
+    assert time.perf_counter() - clicked < 1.0
+    assert "(incomplete)" in predict_widget.outputs[0].name
+    assert not messages["error"]
+
+
+@pytest.mark.parametrize("case", ["no model", "no image", "wrong channels"])
+def test_bad_input_shows_an_error(make_napari_viewer, sample_viewer, tiny_model, messages, case):
+    viewer = sample_viewer
+    if case == "no image":
+        viewer = make_napari_viewer()
+    if case == "wrong channels":
+        viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
+    if case != "no model":
+        get_store(viewer).set(tiny_model, "tiny")
+    widget = PredictWidget(viewer)
+    before = snapshot(viewer)
+    widget._predict.changed.emit(True)
+    assert not widget.running
+    assert len(messages["error"]) == 1, messages
+    assert {"no model": "no model", "no image": "No image", "wrong channels": "channel"}[case] in messages["error"][0]
+    assert len(viewer.layers) == len(before)
+    assert_unchanged(viewer, before, before)
+
+
+def test_model_file(qtbot, sample_viewer, tiny_model, tmp_path, messages):
+    from napari_unet import save_model
+
+    path = save_model(tiny_model, tmp_path / "m.pt")
+    widget = PredictWidget(sample_viewer)
+    widget._source.value = "file"
+    widget._file.value = path
+    widget.start_prediction()
+    wait_until(qtbot, lambda: not widget.running, timeout=60)
+    assert widget.outputs and widget.outputs[0].data.shape == (512, 512)
+    assert not messages["error"]
