@@ -47,13 +47,20 @@ def save_model(model: UNet, path: str | Path, overwrite: bool = False) -> Path:
 def load_model(path: str | Path) -> UNet:
     """Load a model saved by ``save_model``; junk, damaged or foreign files raise ``InputError``."""
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p} is a folder, not a model file: give the .pt file written by napari-unet train.")
     if not p.is_file():
         raise InputError(f"{p}: no such model file; check the path.")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p} is empty (0 bytes): it was not saved completely; save or train the model again.")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # zip errors, unpickling refusals, truncation: all mean "not a model file"
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise InputError(f"{p} is not a napari-unet model file, or it is damaged ({reason}).") from e
+        reason = " ".join(reason.split())
+        raise InputError(
+            f"{p} is not a napari-unet model file, or it is damaged ({reason}); use a model saved by napari-unet."
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{p} is a PyTorch file but not a napari-unet model; train one with napari-unet train.")
     version = payload.get("format_version")
@@ -68,12 +75,67 @@ def load_model(path: str | Path) -> UNet:
         known = {"in_channels", "n_classes", "filters", "depth", "dropout"}
         if set(config) - known:
             raise TypeError(f"unknown architecture keys {sorted(set(config) - known)}")
+        _check_config(config)
+        _check_state(config, state)
+        _check_meta(meta)
         model = UNet(**config)
         model.load_state_dict(state, strict=True)
     except InputError as e:
         raise InputError(f"{p}: the model file describes an invalid network ({e}).") from e
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        reason = str(e).strip().splitlines()[0][:200]
-        raise InputError(f"{p}: the model file is incomplete or inconsistent ({reason}).") from e
+        reason = " ".join(str(e).split())[:200]
+        raise InputError(
+            f"{p}: the model file is incomplete or inconsistent ({reason}); use a model saved by napari-unet."
+        ) from e
     model.meta = meta
     return model.eval()
+
+
+# limits far above any model napari-unet trains, low enough that a hostile file cannot make us allocate much
+_LIMITS = {"in_channels": 256, "n_classes": 32, "filters": 512, "depth": 7}
+
+
+def _check_config(config: dict) -> None:
+    """Types and ranges of the architecture, checked before anything is built from it."""
+    for key, top in _LIMITS.items():
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            raise ValueError(f"config {key} must be a whole number from 1 to {top}, got {value!r}")
+    dropout = config.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"config dropout must be a number in [0, 1), got {dropout!r}")
+
+
+def _check_state(config: dict, state: dict) -> None:
+    """The weights match the architecture name for name and shape for shape, and are finite numbers."""
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = {k: tuple(v.shape) for k, v in UNet(**config).state_dict().items()}
+    if set(state) != set(expected):
+        missing, extra = sorted(set(expected) - set(state), key=str), sorted(set(state) - set(expected), key=str)
+        raise ValueError(f"weights do not match the architecture (missing {missing[:3]}, unexpected {extra[:3]})")
+    for name, shape in expected.items():
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"weight {name} is a {type(t).__name__}, not a tensor")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"weight {name} has shape {tuple(t.shape)}, the architecture needs {shape}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"weight {name} contains NaN or inf (did training diverge?)")
+
+
+def _check_meta(meta: dict) -> None:
+    """The parts of the metadata that prediction and fine-tuning rely on."""
+    rule = meta.get("normalization")
+    if rule is not None:
+        ok = isinstance(rule, dict) and rule.get("method") == "percentile"
+        low, high = (rule.get("low"), rule.get("high")) if ok else (None, None)
+        nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+        if not (ok and nums and 0 <= low < high <= 100):
+            raise ValueError(f"normalization must be percentile with 0 <= low < high <= 100, got {rule!r}"[:200])
+    if meta.get("label_mode", "dense") not in ("sparse", "dense"):
+        raise ValueError(f"label_mode must be 'sparse' or 'dense', got {meta.get('label_mode')!r}"[:200])
+    if not isinstance(meta.get("multiclass", False), bool):
+        raise ValueError("multiclass must be true or false")
+    training = meta.get("training", {})
+    if not isinstance(training, dict) or not isinstance(training.get("history", []), list):
+        raise ValueError("training must be a mapping with a history list")

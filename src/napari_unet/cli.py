@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import signal
 import sys
 import time
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--csv", default=None, help="also write the table to this CSV file")
     e.add_argument("--multiclass", action="store_true", help="score each class id separately")
     e.add_argument("--per-slice", action="store_true", help="one row per plane of a stack")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
 
     d = sub.add_parser("demo", help="train on the bundled nuclei image, predict, score, write results")
     d.add_argument("-o", "--output", default="napari-unet-demo", help="output folder (default ./napari-unet-demo)")
@@ -113,6 +115,41 @@ def _version() -> str:
 
 
 # ---------------------------------------------------------------------------------------------- train
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """True when two paths name the same file (also through links, or before it exists)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _refuse_inputs(out: Path, inputs: Sequence[str | Path], flag: str) -> None:
+    """An output must never replace one of the command's own inputs."""
+    for src in inputs:
+        if _same_file(out, src):
+            raise InputError(
+                f"{flag} {out} is also an input ({src}): writing there would destroy it; choose another name."
+            )
+
+
+def _check_output_file(out: Path, flag: str = "-o") -> None:
+    """Before a long run: the output can be created where asked (a folder exists, is writable, out is no folder)."""
+    if out.is_dir():
+        raise InputError(f"{flag} {out} is a folder: give a file name, e.g. {out / 'model.pt'}.")
+    parent = out.parent
+    if not parent.is_dir():
+        raise InputError(f"The folder {parent} does not exist; create it or choose another {flag}.")
+    probe = parent / f".{out.name}.{os.getpid()}.probe"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"Cannot write in {parent} ({e.strerror or e}); choose another {flag}.") from e
 
 
 def _run_training(trainer, desc: str = "training") -> object:
@@ -155,6 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} already exists; choose another name or pass --overwrite to replace it.")
+    _refuse_inputs(out, [*args.images, *args.labels], "-o")
+    _check_output_file(out)
     if len(args.images) != len(args.labels):
         raise InputError(
             f"{len(args.images)} images but {len(args.labels)} label files: give one --labels file per image."
@@ -189,6 +228,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     done = _run_training(trainer)
+    skipped = getattr(done, "skipped", 0)
+    if skipped:
+        print(f"{skipped} step(s) skipped because the loss was NaN or inf; lower --lr if this recurs", file=sys.stderr)
+    if done.steps == 0 and base is None:
+        print("stopped before the first training step; no model saved", file=sys.stderr)
+        return 130
     save_model(done.model, out, overwrite=args.overwrite)
     dice = f", validation Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
     how = "stopped" if done.stopped else "trained"
@@ -243,6 +288,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(
             "Two input images have the same name; outputs would collide. Rename one or predict them separately."
         )
+    for stem in stems:
+        outputs = [outdir / f"{stem}_labels.tif"] + (
+            [outdir / f"{stem}_contours.{args.contours}"] if args.contours else []
+        )
+        for target in outputs:
+            _refuse_inputs(target, [*args.images, args.model], "The output")
     for path, stem in zip(tqdm(args.images, desc="predicting", unit="image"), stems, strict=True):
         image = read_image(path)
         target = outdir / f"{stem}_labels.tif"
@@ -277,13 +328,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if len(args.pred) != len(args.truth):
         raise InputError(f"{len(args.pred)} --pred files but {len(args.truth)} --truth files: give them in pairs.")
+    if args.csv:
+        csv_path = Path(args.csv)
+        _refuse_inputs(csv_path, [*args.pred, *args.truth], "--csv")
+        if csv_path.exists() and not args.overwrite:
+            raise InputError(f"{csv_path} already exists; choose another name or pass --overwrite to replace it.")
+        _check_output_file(csv_path, "--csv")
     preds = [np.asarray(read_image(p)) for p in args.pred]
     truths = [np.asarray(read_image(p)) for p in args.truth]
     names = [Path(p).name for p in args.pred]
     rows = evaluate(preds, truths, names, multiclass=args.multiclass, per_slice=args.per_slice)
     print(format_table(rows))
     if args.csv:
-        write_table_csv(rows, args.csv)
+        from .io import atomic_path
+
+        with atomic_path(args.csv, overwrite=True) as tmp:
+            write_table_csv(rows, tmp)
         print(f"table written to {args.csv}")
     return 0
 
@@ -364,13 +424,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as e:
         print(f"napari-unet {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (OSError, MemoryError) as e:
+    except MemoryError:
+        print(f"napari-unet {args.command}: error: out of memory; use smaller or fewer images.", file=sys.stderr)
+        return 1
+    except OSError as e:
         what = getattr(e, "strerror", None) or str(e) or type(e).__name__
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"napari-unet {args.command}: error: {what}{where}; check the paths and free space.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"napari-unet {args.command}: interrupted; nothing was written for the unfinished step.", file=sys.stderr)
+        print(
+            f"napari-unet {args.command}: interrupted; files already there are unchanged, unfinished outputs were removed.",
+            file=sys.stderr,
+        )
         return 130
 
 

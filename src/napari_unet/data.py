@@ -53,8 +53,8 @@ def guess_channel_axis(shape: Sequence[int], in_channels: int | None = None) -> 
     if rgb_like and in_channels == 1:
         raise InputError(
             f"The image {tuple(shape)} looks multi-channel (last axis {last}) but the model was trained on "
-            "1-channel images: convert it to grayscale, pass channel_axis=None explicitly, or train a "
-            f"{last}-channel model."
+            f"1-channel images: convert it to grayscale or train a {last}-channel model (if the last axis "
+            "really is spatial, pass channel_axis=None explicitly)."
         )
     return len(shape) - 1 if rgb_like else None
 
@@ -63,8 +63,77 @@ def spatial_shape(shape: Sequence[int], channel_axis: int | None) -> tuple[int, 
     """The shape without the channel axis: (..., H, W)."""
     shape = list(shape)
     if channel_axis is not None:
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+            raise InputError(f"channel_axis must be an integer axis or None, got {channel_axis!r}.")
+        if not -len(shape) <= channel_axis < len(shape):
+            raise InputError(
+                f"channel_axis {channel_axis} is out of range for an image of shape {tuple(shape)}: "
+                f"give an axis from {-len(shape)} to {len(shape) - 1}, or None for single-channel images."
+            )
         del shape[channel_axis % len(shape)]
     return tuple(shape)
+
+
+_DTYPE_HINTS = {
+    "c": "complex numbers: give a real image, e.g. np.abs(image) or image.real",
+    "O": "Python objects, not numbers (a list of images of different sizes?): give one numeric array per image",
+    "U": "text, not numbers: give a numeric image",
+    "S": "bytes, not numbers: give a numeric image",
+    "M": "dates, not intensities: give a numeric image",
+    "m": "time spans, not intensities: give a numeric image",
+    "V": "a structured (record) type: give a plain numeric array, e.g. with one channel axis",
+}
+
+
+def check_image(image, what: str = "The image"):
+    """``image`` as an array-like with a numeric dtype, >= 2 dimensions and no empty axis, else ``InputError``.
+
+    Lazy arrays (memory-mapped, zarr, dask) are returned as they are; lists and scalars go through
+    ``np.asarray``. Only the shape and dtype are looked at, so nothing is read.
+    """
+    if image is None:
+        raise InputError(f"{what} is missing (None): give a numpy, zarr or dask array.")
+    if not (hasattr(image, "shape") and hasattr(image, "dtype")):
+        try:
+            image = np.asarray(image)
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            raise InputError(f"{what} is not an array ({type(image).__name__}: {e}): give one numeric array.") from e
+    dtype = np.dtype(image.dtype)
+    if dtype.kind not in "biuf":
+        hint = _DTYPE_HINTS.get(dtype.kind, "not numbers: give a numeric image")
+        raise InputError(f"{what} has dtype {dtype}, {hint}.")
+    shape = tuple(image.shape)
+    if len(shape) < 2:
+        raise InputError(
+            f"{what} needs at least 2 dimensions (height and width), got shape {shape}: give a 2D image or a stack."
+        )
+    if 0 in shape:
+        raise InputError(f"{what} is empty (shape {shape}): give an image with at least one pixel along every axis.")
+    return image
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still get without swapping (Linux, or with psutil), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # no psutil, or a platform it does not know
+        return None
+
+
+def check_fits(need: int, what: str, advice: str) -> None:
+    """An ``InputError`` saying what to do when ``need`` bytes would not fit in the free memory."""
+    free = available_memory()
+    if free is not None and need > 0.9 * free:
+        raise InputError(f"{what} needs about {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB is free: {advice}")
 
 
 def iter_slices(image, channel_axis: int | None = None) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
@@ -72,14 +141,17 @@ def iter_slices(image, channel_axis: int | None = None) -> Iterator[tuple[tuple[
 
     Only one plane is read at a time, so memory-mapped, zarr and dask inputs stay lazy.
     """
+    image = check_image(image)
     ndim = len(image.shape)
     if channel_axis is not None:
-        if not -ndim <= channel_axis < ndim:
-            raise InputError(f"channel_axis {channel_axis} is out of range for an image of shape {tuple(image.shape)}.")
+        spatial_shape(image.shape, channel_axis)  # checks the axis
         channel_axis %= ndim
     axes = [a for a in range(ndim) if a != channel_axis]
     if len(axes) < 2:
-        raise InputError(f"An image needs at least 2 spatial dimensions, got shape {tuple(image.shape)}.")
+        raise InputError(
+            f"An image needs at least 2 spatial dimensions, got shape {tuple(image.shape)} with channel axis "
+            f"{channel_axis}: give a 2D image or a stack, with channel_axis=None if it has one channel."
+        )
     lead_axes = axes[:-2]
     lead_shape = tuple(image.shape[a] for a in lead_axes)
     for idx in np.ndindex(*lead_shape):
@@ -92,7 +164,16 @@ def iter_slices(image, channel_axis: int | None = None) -> Iterator[tuple[tuple[
         else:
             kept = [a for a in range(ndim) if a not in lead_axes]
             plane = np.moveaxis(plane, kept.index(channel_axis), 0)
-        yield idx, plane.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # float64 beyond float32: refused just below
+            plane32 = plane.astype(np.float32, copy=False)
+        if plane.dtype.kind == "f" and plane.dtype.itemsize > 4 and np.isinf(plane32).any():
+            big = np.isinf(plane32) & np.isfinite(plane)
+            if big.any():
+                raise InputError(
+                    f"The image has values up to {np.abs(plane[big]).max():.3g}, beyond the float32 range used "
+                    "for computing: rescale it first, e.g. image / np.nanmax(np.abs(image))."
+                )
+        yield idx, plane32
 
 
 def normalize(plane: np.ndarray, rule: dict | None = None) -> np.ndarray:
@@ -120,8 +201,12 @@ def normalize(plane: np.ndarray, rule: dict | None = None) -> np.ndarray:
         if not np.isfinite(scale) or scale <= 0:
             scale = float(np.max(sample) - np.min(sample)) or 1.0
             lo = float(np.min(sample))
-        np.subtract(ch, lo, out=out[c])
-        out[c] /= scale
+        if abs(lo) + scale < 1e37:
+            np.subtract(ch, lo, out=out[c])
+            out[c] /= scale
+        else:  # values near the float32 limit: scale first so nothing overflows to inf
+            np.divide(ch, scale, out=out[c])
+            out[c] -= lo / scale
         out[c][~finite] = 0
     return out
 
@@ -129,12 +214,20 @@ def normalize(plane: np.ndarray, rule: dict | None = None) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- labels
 
 
+_MAX_LABEL = 2**53  # beyond this a float is not a whole number any more and an id is surely a mistake
+
+
 def _integer_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
+    if labels is None:
+        raise InputError(f"The {what} are missing (None): give an integer label image.")
     labels = np.asarray(labels)
     if labels.dtype == bool:
         return labels.astype(np.int32)
-    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
-        raise InputError(f"The {what} have dtype {labels.dtype}: give an integer label image.")
+    if labels.dtype.kind not in "iuf":
+        raise InputError(
+            f"The {what} have dtype {labels.dtype}: give an integer label image "
+            "(0 = unlabeled/background, 1, 2, ... = labels)."
+        )
     if np.issubdtype(labels.dtype, np.floating):
         if not np.all(np.isfinite(labels)):
             raise InputError(f"The {what} contain NaN or inf: labels must be whole numbers >= 0.")
@@ -142,6 +235,11 @@ def _integer_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
             raise InputError(f"The {what} contain fractional values: labels must be whole numbers >= 0.")
     if labels.size and labels.min() < 0:
         raise InputError(f"The {what} contain negative values ({labels.min()}): labels must be >= 0.")
+    if labels.size and float(labels.max()) >= _MAX_LABEL:
+        raise InputError(
+            f"The {what} contain huge values (up to {labels.max():.4g}): label ids must be below 2**53; "
+            "relabel them 1, 2, 3, ... (e.g. skimage.segmentation.relabel_sequential)."
+        )
     return labels.astype(np.int64, copy=False)
 
 

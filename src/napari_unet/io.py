@@ -24,8 +24,12 @@ def read_image(path: str | Path):
     if not p.exists():
         raise InputError(f"{p}: no such file or folder; check the path.")
     suffix = _suffix(p)
+    if p.is_dir() and suffix != ".zarr":
+        raise InputError(f"{p} is a folder, not an image file: give the path of an image file (or of a .zarr store).")
     if suffix not in IMAGE_SUFFIXES:
         raise InputError(f"{p}: unsupported file type {suffix or '(none)'}; use one of {', '.join(IMAGE_SUFFIXES)}.")
+    if p.is_file() and p.stat().st_size == 0:
+        raise InputError(f"{p} is empty (0 bytes): it was not written completely; save or export it again.")
     try:
         if suffix in (".tif", ".tiff"):
             return _read_tiff(p)
@@ -39,7 +43,11 @@ def read_image(path: str | Path):
     except InputError:
         raise
     except Exception as e:  # every reader has its own exceptions for damaged files
-        raise InputError(f"{p}: cannot read this {suffix} file ({type(e).__name__}: {e}).") from e
+        reason = " ".join(str(e).split())[:200]  # one line, whatever the reader says
+        raise InputError(
+            f"{p}: cannot read this {suffix} file ({type(e).__name__}: {reason}); it may be damaged or not really "
+            f"{suffix}: re-export it, e.g. as TIFF."
+        ) from e
 
 
 def _read_tiff(p: Path):
