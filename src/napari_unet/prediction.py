@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .data import guess_channel_axis, iter_slices, normalize, spatial_shape
+from .data import check_fits, check_image, guess_channel_axis, iter_slices, normalize, spatial_shape
 from .errors import InputError
 from .model import UNet
 from .runtime import autocast, pick_device, pick_precision, prepare_module
@@ -50,6 +50,8 @@ def predict_proba_plane(
         raise InputError(f"tile_size must be at least 16, got {tile_size}.")
     if not 0 <= overlap < tile_size:
         raise InputError(f"overlap must be in [0, tile_size), got {overlap}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
     dev = pick_device(device) if not isinstance(device, torch.device) else device
     prec = pick_precision(dev, precision)
     model = prepare_module(model.eval(), dev)
@@ -135,13 +137,23 @@ def _check_model(model) -> None:
 def resolve_channel_axis(model: UNet, shape: tuple[int, ...], channel_axis: int | None | str = "auto") -> int | None:
     """The image's channel axis, detected from the model's channel count unless given."""
     _check_model(model)
-    if channel_axis == "auto":
+    if isinstance(channel_axis, str):
+        if channel_axis != "auto":
+            raise InputError(f"channel_axis must be 'auto', None or an axis number, got {channel_axis!r}.")
         return guess_channel_axis(shape, model.in_channels)
-    return channel_axis  # type: ignore[return-value]
+    spatial_shape(shape, channel_axis)  # checks that the axis exists
+    return channel_axis
+
+
+def plane_memory(model: UNet, height: int, width: int, instances: bool = False) -> int:
+    """Rough peak bytes to predict one (height, width) plane: input copies, probabilities, labels."""
+    per_pixel = 8 * model.in_channels + 8 * model.out_channels + 16 + (48 if instances else 0)
+    return per_pixel * height * width
 
 
 def output_shape(model: UNet, image, channel_axis: int | None | str = "auto") -> tuple[int, ...]:
     """Shape of the label image ``predict`` returns for this input (the image without its channel axis)."""
+    image = check_image(image)
     return spatial_shape(image.shape, resolve_channel_axis(model, tuple(image.shape), channel_axis))
 
 
@@ -157,12 +169,23 @@ def iter_predict(
     device: str | torch.device = "auto",
     precision: str = "auto",
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-    """Yield (leading index, 2D labels) plane by plane: the streaming form of ``predict``."""
+    """Yield (leading index, 2D labels) plane by plane: the streaming form of ``predict``.
+
+    Pixels that are NaN or inf in the image (no data) are labelled 0.
+    """
     _check_model(model)
-    shape = tuple(np.shape(image))
-    if len(shape) < 2:
-        raise InputError(f"An image needs at least 2 dimensions, got shape {shape}.")
+    image = check_image(image)
+    shape = tuple(image.shape)
+    if not (isinstance(threshold, (int, float, np.number)) and 0 <= threshold <= 1):
+        raise InputError(f"threshold must be a probability between 0 and 1, got {threshold!r}.")
     axis = resolve_channel_axis(model, shape, channel_axis)
+    h, w = spatial_shape(shape, axis)[-2:]
+    check_fits(
+        plane_memory(model, h, w, instances),
+        f"Predicting one {h} x {w} plane",
+        "crop or downsample the image, or predict it in pieces.",
+    )
+    check_finite = np.dtype(image.dtype).kind == "f"
     rule = model.meta.get("normalization")
     dev = pick_device(device)
     for idx, plane in iter_slices(image, axis):
@@ -172,7 +195,10 @@ def iter_predict(
                 "give images like the training images, or pass channel_axis."
             )
         probs = predict_proba_plane(model, normalize(plane, rule), tile_size, overlap, batch_size, dev, precision)
-        yield idx, _labels_from_probs(probs, threshold, instances)
+        labels = _labels_from_probs(probs, threshold, instances)
+        if check_finite:
+            labels[~np.isfinite(plane).all(axis=0)] = 0
+        yield idx, labels
 
 
 def predict(model: UNet, image, out: np.ndarray | None = None, **options) -> np.ndarray:
@@ -182,7 +208,18 @@ def predict(model: UNet, image, out: np.ndarray | None = None, **options) -> np.
     array, e.g. a memory-mapped TIFF or zarr array, filled plane by plane. Options are those of
     ``iter_predict``.
     """
+    image = check_image(image)
     shape = output_shape(model, image, options.get("channel_axis", "auto"))
+    if out is not None and tuple(out.shape) != shape:
+        raise InputError(
+            f"out has shape {tuple(out.shape)} but the labels have shape {shape}: give a matching out array."
+        )
+    if out is None and len(shape) > 2:
+        check_fits(
+            int(np.prod(shape, dtype=np.float64)) * (4 if options.get("instances") else 1),
+            f"The labels of this {shape} stack",
+            "pass out= a memory-mapped array (tifffile.memmap, zarr), or use iter_predict or `napari-unet predict`.",
+        )
     for idx, labels in iter_predict(model, image, **options):
         if out is None:
             out = np.zeros(shape, labels.dtype)
@@ -192,6 +229,7 @@ def predict(model: UNet, image, out: np.ndarray | None = None, **options) -> np.
 
 def predict_proba(model: UNet, image, channel_axis: int | None | str = "auto", **options) -> np.ndarray:
     """Probabilities (K, H, W) of one 2D image (for previews and custom thresholds)."""
+    image = check_image(image)
     axis = resolve_channel_axis(model, tuple(np.shape(image)), channel_axis)
     planes = list(iter_slices(image, axis))
     if len(planes) != 1:

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as _dt
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -25,6 +26,9 @@ from .data import (
     Augmentation,
     PatchSampler,
     Sample,
+    _integer_labels,
+    check_fits,
+    check_image,
     count_classes,
     guess_channel_axis,
     guess_label_mode,
@@ -126,12 +130,22 @@ class Done:
     loss: float | None
     val_dice: float | None
     stopped: bool  # True when stop() ended the run early
+    skipped: int = 0  # steps skipped because the loss or a gradient was NaN or inf
 
 
 Event = Step | Epoch | Done
 
 
 # ---------------------------------------------------------------------------------------------- trainer
+
+
+MAX_BAD_STEPS = 10  # non-finite losses in a row before training stops (keeping the last good weights)
+
+
+def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    if not params:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(q.grad.detach().float()) for q in params]))
 
 
 def _as_list(x) -> list:
@@ -162,22 +176,41 @@ class Trainer:
         if len(images) != len(labels):
             raise InputError(f"{len(images)} images but {len(labels)} label images: give one label image per image.")
         in_channels = model.in_channels if model is not None else None
+        images = [check_image(img, f"Image {k}") for k, img in enumerate(images)]
+        # labels are converted whole and annotated planes kept as float32: check that fits before reading
+        pixels = sum(math.prod(np.shape(lab)) for lab in labels)
+        largest = max(math.prod(img.shape) for img in images)
+        check_fits(
+            12 * pixels + 12 * largest,
+            "Training on these images",
+            "crop them to the annotated region, or train on fewer or smaller images.",
+        )
         label_arrays = [np.asarray(lab) for lab in labels]
+        for k, lab in enumerate(label_arrays):
+            _integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
         self.mode = cfg.mode if cfg.mode != "auto" else guess_label_mode(label_arrays)
         self.normalization = dict((model.meta.get("normalization") if model else None) or DEFAULT_NORMALIZATION)
 
         samples: list[Sample] = []
+        n_lost = 0  # annotated pixels on NaN/inf image pixels
         self.channel_axes: list[int | None] = []
         for k, (img, lab) in enumerate(zip(images, label_arrays, strict=True)):
             shape = tuple(np.shape(img))
             axis = cfg.channel_axis if cfg.channel_axis is not None else guess_channel_axis(shape, in_channels)
             sp = spatial_shape(shape, axis)
+            if lab.shape[:-1] == sp and lab.shape[-1] in (3, 4):
+                raise InputError(
+                    f"The labels of image {k} have shape {lab.shape}: an RGB(A) picture of labels, not label "
+                    "ids. Give one integer label image of the image's height and width (e.g. a napari Labels layer)."
+                )
             if lab.shape != sp:
                 raise InputError(
                     f"Image {k} has spatial shape {sp} but its labels have shape {lab.shape}: "
                     "the labels must cover the image pixel for pixel."
                 )
             target = labels_to_target(lab, self.mode, cfg.multiclass)
+            check_finite = np.dtype(img.dtype).kind == "f"
+            any_finite = not check_finite
             for idx, plane in iter_slices(img, axis):
                 if in_channels is None:
                     in_channels = plane.shape[0]
@@ -187,10 +220,27 @@ class Trainer:
                         f"{in_channels}: train one model per channel count."
                     )
                 t = target[idx]
+                if check_finite:  # NaN/inf pixels carry no information: their annotations are ignored
+                    bad = ~np.isfinite(plane).all(axis=0)
+                    any_finite = any_finite or not bad.all()
+                    if bad.any():
+                        n_lost += int(np.count_nonzero(t[bad] >= 0))
+                        t = np.where(bad, np.int16(IGNORE), t)
                 if np.any(t >= 0):
                     samples.append(Sample(normalize(plane, self.normalization), np.ascontiguousarray(t)))
+            if not any_finite:
+                raise InputError(
+                    f"Image {k} has no finite pixel value (all NaN or inf): check the file or how it was made."
+                )
             self.channel_axes.append(axis)
-        n_classes, counts = count_classes([s.target for s in samples])
+        try:
+            n_classes, counts = count_classes([s.target for s in samples])
+        except InputError as e:
+            if n_lost:
+                raise InputError(
+                    f"{e} ({n_lost} annotated pixels are NaN or inf in the image and were ignored.)"
+                ) from e
+            raise
         self.class_counts = counts[: n_classes + 1]
         if model is not None:
             if model.in_channels != in_channels:
@@ -222,6 +272,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
         self._stop = False
         self.steps = 0
+        self.skipped_steps = 0
         self.epochs = 0
         self.last_loss: float | None = None
         self.val_dice: float | None = None
@@ -260,24 +311,63 @@ class Trainer:
         y = y.to(self.device)
         self._set_lr(fraction)
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.precision):
-            logits = self.model(x)
-        loss = segmentation_loss(logits, y, self.class_balance, cfg.dice_weight)
-        loss.backward()
+        # BatchNorm statistics change in the forward pass: keep them, so a failed step leaves no trace
+        saved = [b.detach().clone() for b in self.model.buffers()]
+        try:
+            with autocast(self.device, self.precision):
+                logits = self.model(x)
+            loss = segmentation_loss(logits, y, self.class_balance, cfg.dice_weight)
+            loss.backward()
+            params = [q for q in self.model.parameters() if q.grad is not None]
+            finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(_grad_norm(params)))
+        except BaseException:  # an error or Ctrl-C mid-step: the model stays at its last completed step
+            self._undo_step(saved)
+            raise
+        if not finite:  # a NaN/inf loss or gradient would poison the weights: skip this step
+            self._undo_step(saved)
+            self.skipped_steps += 1
+            return float("nan")
         self.optimizer.step()
         self.steps += 1
         return float(loss.detach())
+
+    def _undo_step(self, saved: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for b, old in zip(self.model.buffers(), saved, strict=True):
+                b.copy_(old)
+        self.optimizer.zero_grad(set_to_none=True)
 
     def run(self) -> Iterator[Event]:
         cfg = self.config
         start = time.perf_counter()
         epoch_losses: list[float] = []
         elapsed = 0.0
+        bad_in_a_row = 0
         while not self._stop:
             fraction = self._fraction(elapsed)
             if fraction >= 1.0:
                 break
             loss = self.train_step(fraction)
+            if not math.isfinite(loss):
+                bad_in_a_row += 1
+                elapsed = time.perf_counter() - start
+                if bad_in_a_row == 1:
+                    warnings.warn(
+                        f"After step {self.steps} the loss was not finite (NaN or inf): the step was skipped and "
+                        "the model keeps its weights; if this persists, lower the learning rate.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                if bad_in_a_row >= MAX_BAD_STEPS:
+                    warnings.warn(
+                        f"Training stopped: the loss was not finite for {MAX_BAD_STEPS} steps in a row; the model "
+                        f"keeps the weights of step {self.steps}. Lower the learning rate or check the images.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    self._stop = True
+                continue
+            bad_in_a_row = 0
             self.last_loss = loss
             epoch_losses.append(loss)
             elapsed = time.perf_counter() - start
@@ -299,7 +389,14 @@ class Trainer:
             self.val_dice = self.validate()
         model = self.finish(time.perf_counter() - start)
         yield Done(
-            model, self.steps, self.epochs, time.perf_counter() - start, self.last_loss, self.val_dice, self._stop
+            model,
+            self.steps,
+            self.epochs,
+            time.perf_counter() - start,
+            self.last_loss,
+            self.val_dice,
+            self._stop,
+            self.skipped_steps,
         )
 
     @torch.inference_mode()
