@@ -41,7 +41,7 @@ def test_table_pairs_by_name_with_a_mean_row(viewer):
     assert rows[-1]["image"] == "mean"
     assert rows[-1]["dice"] == pytest.approx((expected["dice"] + 1.0) / 2)
     assert widget._table.rowCount() == 3
-    assert widget._table.item(0, 3).text() == f"{expected['dice']:.3f}"
+    assert widget._table.item(0, 2).text() == f"{expected['dice']:.3f}"
 
 
 def test_per_slice_and_per_class(viewer):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 SCORES = ("dice", "iou", "precision", "recall")
-HEADERS = ("image", "ground truth", "class", "Dice", "IoU", "precision", "recall")
+HEADERS = ("image", "class", "Dice", "IoU", "precision", "recall")
 
 
 class MetricsWidget(Container):
@@ -54,6 +54,9 @@ class MetricsWidget(Container):
         header = self._table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(40)
+        self._table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self._table.setColumnHidden(1, True)  # the class column shows with 'Per class' only
         self._table.setMinimumHeight(160)
         self._table.setToolTip("Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.")
         self._export = PushButton(text="Export CSV…")
@@ -149,6 +152,7 @@ class MetricsWidget(Container):
                     rows.append({**mean_row([r for r in rows if r["class"] == k], f"mean, class {k}"), "class": k})
             rows.append({**mean_row([r for r in rows if "layer" in r]), "ground truth": ""})
         self.rows = rows
+        self._table.setColumnHidden(1, not self._multiclass.value)
         self._fill(rows)
         if not pairs:
             self._hint.value = (
@@ -156,7 +160,10 @@ class MetricsWidget(Container):
                 "ground-truth Labels layer, or choose the layers above.</small>"
             )
         else:
-            self._hint.value = f"<small>{len(pairs)} prediction{'s' if len(pairs) > 1 else ''} scored.</small>"
+            against = ", ".join(f"'{html.escape(p.name)}' vs '{html.escape(t.name)}'" for p, t in pairs[:3])
+            more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+            how = "chosen" if self._predictions.value else "every prediction layer, paired by name"
+            self._hint.value = f"<small>Scored {against}{more} ({how}). Click a row to select its layer.</small>"
         return rows
 
     def _fill(self, rows: list[dict]) -> None:
@@ -166,11 +173,13 @@ class MetricsWidget(Container):
         bold = QFont(table.font())
         bold.setBold(True)
         for i, row in enumerate(rows):
-            values = [row["image"], row.get("ground truth", ""), str(row["class"])]
+            values = [row["image"], str(row["class"])]
             values += [f"{row[k]:.3f}" if np.isfinite(row[k]) else "" for k in SCORES]
             for j, text in enumerate(values):
                 item = QTableWidgetItem(str(text))
-                if j >= 2:
+                if j == 0 and row.get("ground truth"):
+                    item.setToolTip(f"{row['image']} against {row['ground truth']}")
+                if j >= 1:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if "layer" not in row:
                     item.setFont(bold)
