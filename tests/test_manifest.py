@@ -18,12 +18,15 @@ def test_installed_manifest_is_the_top_level_file():
     manifest = pm.get_manifest("napari-unet")
     top = yaml.safe_load((ROOT / "napari.yaml").read_text())
     assert manifest.name == top["name"] == "napari-unet"
-    assert {s.key for s in manifest.contributions.sample_data} == {s["key"] for s in top["contributions"]["sample_data"]}
+    assert {s.key for s in manifest.contributions.sample_data} == {
+        s["key"] for s in top["contributions"]["sample_data"]
+    }
 
 
 def test_npe2_validate_with_imports():
-    out = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-unet", "--imports"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "napari-unet", "--imports"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -45,3 +48,20 @@ def test_sample_data():
     strokes = make_nuclei_strokes_sample()[2][0]
     assert set(np.unique(strokes)) == {0, 1, 2} and (strokes > 0).mean() <= 0.002
 
+
+def test_widget_modules_import_without_torch():
+    """napari lists plugin widgets at start-up; torch (seconds to import) loads only when work starts."""
+    code = (
+        "import sys, napari_unet, napari_unet._widgets._train, napari_unet._widgets._predict,"
+        " napari_unet._widgets._metrics; sys.exit('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_public_api_is_complete():
+    import napari_unet
+
+    for name in napari_unet.__all__:
+        assert getattr(napari_unet, name) is not None
+    assert callable(napari_unet.train) and callable(napari_unet.predict)

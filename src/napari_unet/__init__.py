@@ -1,18 +1,40 @@
 """napari-unet: paint a few labels, train a U-Net, segment everything you opened.
 
 The core (this package minus ``_widgets``) never imports Qt or napari, so it runs headless and from scripts.
+The public names load their modules on first use (PEP 562), so napari can list the plugin's widgets
+without paying for importing torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from .checkpoint import load_model, save_model
-from .contours import label_contours, write_contours
-from .errors import InputError
-from .io import read_image, write_labels
-from .metrics import evaluate, format_table, instance_scores
-from .model import UNet, count_parameters
-from .prediction import iter_predict, predict, predict_proba
-from .training import Done, Epoch, Step, TrainConfig, Trainer, train
+_EXPORTS = {
+    "load_model": "checkpoint",
+    "save_model": "checkpoint",
+    "label_contours": "contours",
+    "write_contours": "contours",
+    "InputError": "errors",
+    "read_image": "io",
+    "write_labels": "io",
+    "evaluate": "metrics",
+    "format_table": "metrics",
+    "instance_scores": "metrics",
+    "UNet": "model",
+    "count_parameters": "model",
+    "iter_predict": "prediction",
+    "predict": "prediction",
+    "predict_proba": "prediction",
+    "Done": "training",
+    "Epoch": "training",
+    "Step": "training",
+    "TrainConfig": "training",
+    "Trainer": "training",
+    "train": "training",
+}
 
 __all__ = [
     "Done",
@@ -37,3 +59,27 @@ __all__ = [
     "write_contours",
     "write_labels",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'napari_unet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from .checkpoint import load_model, save_model
+    from .contours import label_contours, write_contours
+    from .errors import InputError
+    from .io import read_image, write_labels
+    from .metrics import evaluate, format_table, instance_scores
+    from .model import UNet, count_parameters
+    from .prediction import iter_predict, predict, predict_proba
+    from .training import Done, Epoch, Step, TrainConfig, Trainer, train
