@@ -14,17 +14,27 @@ import torch
 from .data import check_fits, check_image, guess_channel_axis, iter_slices, normalize, spatial_shape
 from .errors import InputError
 from .model import UNet
-from .runtime import autocast, pick_device, pick_precision, prepare_module
+from .runtime import inference_network, pick_device
 
-DEFAULT_TILE = 512
+DEFAULT_TILE = 1024  # a 1024 x 1024 plane is one tile; bigger planes take few, evenly spread tiles
 DEFAULT_OVERLAP = 64
+MAX_BATCH_PIXELS = 1 << 21  # tiles per forward pass: at most ~2 Mpx, so memory stays bounded
 
 
-def _starts(length: int, tile: int, step: int) -> list[int]:
+def _tiles(length: int, tile: int, overlap: int, multiple: int = 16) -> tuple[int, list[int]]:
+    """Tile size and start offsets along one axis: as few tiles as ``tile`` allows, spread evenly.
+
+    The tiles shrink to just cover the axis with at least ``overlap`` between neighbours (rounded up to a size
+    the network takes without padding), instead of a last tile that overlaps its neighbour by most of its
+    width: on a 2048-pixel axis with 512-pixel tiles that is 5 tiles of 464, not 4 of 512 plus one more.
+    """
     if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, step))
-    return starts + [length - tile]
+        return length, [0]
+    n = -(-(length - overlap) // (tile - overlap))
+    size = -(-(length + (n - 1) * overlap) // n)
+    size = min(tile, -(-size // multiple) * multiple, length)
+    step = (length - size) / (n - 1)
+    return size, [int(round(i * step)) for i in range(n)]
 
 
 def _ramp(n: int, overlap: int) -> np.ndarray:
@@ -33,6 +43,15 @@ def _ramp(n: int, overlap: int) -> np.ndarray:
         return np.ones(n, np.float32)
     i = np.arange(n, dtype=np.float32)
     return np.clip((np.minimum(i, n - 1 - i) + 0.5) / (overlap / 2 + 0.5), 1e-3, 1.0)
+
+
+def _check_tiling(tile_size: int, overlap: int, batch_size: int) -> None:
+    if tile_size < 16:
+        raise InputError(f"tile_size must be at least 16, got {tile_size}.")
+    if not 0 <= overlap < tile_size:
+        raise InputError(f"overlap must be in [0, tile_size), got {overlap}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
 
 
 @torch.inference_mode()
@@ -46,37 +65,47 @@ def predict_proba_plane(
     precision: str = "auto",
 ) -> np.ndarray:
     """Class probabilities (K, H, W) of one normalized (C, H, W) plane: K = 1 (foreground) or classes + 1."""
-    if tile_size < 16:
-        raise InputError(f"tile_size must be at least 16, got {tile_size}.")
-    if not 0 <= overlap < tile_size:
-        raise InputError(f"overlap must be in [0, tile_size), got {overlap}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+    _check_tiling(tile_size, overlap, batch_size)
     dev = pick_device(device) if not isinstance(device, torch.device) else device
-    prec = pick_precision(dev, precision)
-    model = prepare_module(model.eval(), dev)
+    net = inference_network(model, dev, precision)
+    return _proba(net, model, plane, tile_size, overlap, batch_size, dev)
+
+
+@torch.inference_mode()
+def _proba(
+    net: torch.nn.Module, model: UNet, plane: np.ndarray, tile_size: int, overlap: int, batch_size: int, dev
+) -> np.ndarray:
+    """Tiled, batched, blended probabilities of one plane with a network from ``inference_network``.
+
+    A batch holds at most ``batch_size`` tiles and about ``MAX_BATCH_PIXELS``, so memory does not depend on
+    the image size; the ramp weights are applied to the whole batch at once.
+    """
     _, h, w = plane.shape
-    th, tw = min(tile_size, h), min(tile_size, w)
-    ys = _starts(h, th, tile_size - overlap)
-    xs = _starts(w, tw, tile_size - overlap)
-    weight = np.outer(_ramp(th, overlap if len(ys) > 1 else 0), _ramp(tw, overlap if len(xs) > 1 else 0))
-    out = np.zeros((model.out_channels, h, w), np.float32)
-    norm = np.zeros((h, w), np.float32)
+    multiple = 2 ** getattr(model, "depth", 4)
+    th, ys = _tiles(h, tile_size, overlap, multiple)
+    tw, xs = _tiles(w, tile_size, overlap, multiple)
     origins = [(y, x) for y in ys for x in xs]
+    batch_size = max(1, min(int(batch_size), MAX_BATCH_PIXELS // (th * tw)))
+
+    def probabilities(batch: np.ndarray) -> torch.Tensor:
+        logits = net(torch.from_numpy(np.ascontiguousarray(batch)).to(dev))
+        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+    if len(origins) == 1:  # the whole plane in one tile: no blending
+        return probabilities(plane[None])[0].cpu().numpy()
+    weight = torch.from_numpy(np.outer(_ramp(th, overlap if len(ys) > 1 else 0), _ramp(tw, overlap if len(xs) > 1 else 0)))
+    weight_dev = weight.to(dev)
+    out = torch.zeros((model.out_channels, h, w), dtype=torch.float32)
+    norm = torch.zeros((h, w), dtype=torch.float32)
     for i in range(0, len(origins), batch_size):
         chunk = origins[i : i + batch_size]
-        batch = np.stack([plane[:, y : y + th, x : x + tw] for y, x in chunk])
-        x_t = torch.from_numpy(batch).to(dev).contiguous(memory_format=torch.channels_last)
-        with autocast(dev, prec):
-            logits = model(x_t)
-        logits = logits.float()
-        probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-        probs = probs.cpu().numpy()
+        probs = probabilities(np.stack([plane[:, y : y + th, x : x + tw] for y, x in chunk]))
+        probs = probs.mul_(weight_dev).cpu()
         for (y, x), p in zip(chunk, probs, strict=True):
-            out[:, y : y + th, x : x + tw] += p * weight
+            out[:, y : y + th, x : x + tw] += p
             norm[y : y + th, x : x + tw] += weight
     out /= norm
-    return out
+    return out.numpy()
 
 
 def probabilities_to_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -187,14 +216,18 @@ def iter_predict(
     )
     check_finite = np.dtype(image.dtype).kind == "f"
     rule = model.meta.get("normalization")
+    _check_tiling(tile_size, overlap, batch_size)
     dev = pick_device(device)
+    net = None  # built once, at the first plane: BN folded, weights in the compute dtype
     for idx, plane in iter_slices(image, axis):
         if plane.shape[0] != model.in_channels:
             raise InputError(
                 f"The image has {plane.shape[0]} channel(s) but the model was trained on {model.in_channels}: "
                 "give images like the training images, or pass channel_axis."
             )
-        probs = predict_proba_plane(model, normalize(plane, rule), tile_size, overlap, batch_size, dev, precision)
+        if net is None:
+            net = inference_network(model, dev, precision)
+        probs = _proba(net, model, normalize(plane, rule), tile_size, overlap, batch_size, dev)
         labels = _labels_from_probs(probs, threshold, instances)
         if check_finite:
             labels[~np.isfinite(plane).all(axis=0)] = 0
@@ -231,8 +264,8 @@ def predict_proba(model: UNet, image, channel_axis: int | None | str = "auto", *
     """Probabilities (K, H, W) of one 2D image (for previews and custom thresholds)."""
     image = check_image(image)
     axis = resolve_channel_axis(model, tuple(np.shape(image)), channel_axis)
-    planes = list(iter_slices(image, axis))
-    if len(planes) != 1:
-        raise InputError(f"predict_proba takes one 2D image; this one has {len(planes)} planes: use predict.")
-    plane = planes[0][1]
+    n_planes = int(np.prod(spatial_shape(tuple(np.shape(image)), axis)[:-2]))
+    if n_planes != 1:
+        raise InputError(f"predict_proba takes one 2D image; this one has {n_planes} planes: use predict.")
+    ((_, plane),) = iter_slices(image, axis)
     return predict_proba_plane(model, normalize(plane, model.meta.get("normalization")), **options)
