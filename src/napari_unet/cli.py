@@ -87,7 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--contours", choices=["csv", "geojson"], default=None, help="also write object outlines as CSV or GeoJSON"
     )
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (binary)")
-    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument(
+        "--tile-size", type=int, default=1024, help="largest tile side (default 1024: one tile per 1024 x 1024 plane)"
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="dask.distributed scheduler (e.g. tcp://host:8786) to predict zarr inputs on a cluster; "
+        "default: blockwise on this machine. Outputs must be on storage the workers share.",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_runtime(p)
 
@@ -266,6 +275,51 @@ def _write_prediction(model, image, path: Path, overwrite: bool, options: dict) 
     return None
 
 
+def _labels_suffix(path: str | Path) -> str:
+    """Zarr in, zarr out (written block by block, possibly by a cluster); everything else becomes a TIFF."""
+    return ".zarr" if Path(path).suffix.lower() == ".zarr" else ".tif"
+
+
+def _dask_client(address: str | None):
+    """A dask.distributed client for ``--scheduler``, or None for the local threaded scheduler."""
+    if address is None:
+        return None
+    try:
+        from distributed import Client
+    except ImportError as e:
+        raise InputError("--scheduler needs dask.distributed: pip install 'napari-unet[distributed]'.") from e
+    try:
+        return Client(address, timeout="20s")
+    except (OSError, TimeoutError) as e:
+        raise InputError(f"Cannot reach the dask scheduler at {address} ({e}); check the address.") from e
+
+
+def _write_prediction_zarr(model, image, path: Path, overwrite: bool, options: dict, client=None) -> None:
+    """Labels of a zarr (or any lazy) image into a zarr array: blockwise with overlap on dask, or plane by plane
+    when instances are asked for (object ids must not collide between blocks)."""
+    import dask
+    import zarr
+
+    from .distributed import predict_dask
+    from .io import atomic_path
+    from .prediction import output_shape, predict
+
+    with atomic_path(path, overwrite) as tmp:
+        if options.get("instances"):
+            shape = output_shape(model, image, options.get("channel_axis", "auto"))
+            chunks = (1,) * (len(shape) - 2) + tuple(min(s, 1024) for s in shape[-2:])
+            out = zarr.open(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=np.int32)
+            predict(model, image, out=out, **options)
+            return
+        opts = {k: v for k, v in options.items() if k != "instances"}
+        labels = predict_dask(model, image, **opts)
+        store = labels.to_zarr(str(tmp), compute=False)
+        if client is not None:
+            client.compute(store).result()
+        else:  # one block at a time: torch already uses every core inside a block
+            dask.compute(store, scheduler="threads", num_workers=1)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -288,23 +342,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(
             "Two input images have the same name; outputs would collide. Rename one or predict them separately."
         )
-    for stem in stems:
-        outputs = [outdir / f"{stem}_labels.tif"] + (
+    suffixes = [_labels_suffix(p) for p in args.images]
+    for stem, suffix in zip(stems, suffixes, strict=True):
+        outputs = [outdir / f"{stem}_labels{suffix}"] + (
             [outdir / f"{stem}_contours.{args.contours}"] if args.contours else []
         )
         for target in outputs:
             _refuse_inputs(target, [*args.images, args.model], "The output")
-    for path, stem in zip(tqdm(args.images, desc="predicting", unit="image"), stems, strict=True):
+    client = _dask_client(args.scheduler)
+    for path, stem, suffix in zip(tqdm(args.images, desc="predicting", unit="image"), stems, suffixes, strict=True):
         image = read_image(path)
-        target = outdir / f"{stem}_labels.tif"
-        _write_prediction(model, image, target, args.overwrite, options)
+        target = outdir / f"{stem}_labels{suffix}"
+        if suffix == ".zarr":
+            _write_prediction_zarr(model, image, target, args.overwrite, options, client)
+        else:
+            _write_prediction(model, image, target, args.overwrite, options)
         if args.contours:
-            import tifffile
-
             contour_path = outdir / f"{stem}_contours.{args.contours}"
             if contour_path.exists() and not args.overwrite:
                 raise InputError(f"{contour_path} already exists; pass --overwrite to replace it.")
-            write_contours(label_contours(tifffile.imread(target)), contour_path)
+            write_contours(label_contours(np.asarray(read_image(target))), contour_path)
         print(f"{path} -> {target}")
     return 0
 

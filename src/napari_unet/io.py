@@ -105,7 +105,15 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         yield tmp
-        os.replace(tmp, target)
+        if tmp.is_dir() and target.is_dir():  # a zarr folder: rename() cannot replace a non-empty folder
+            import shutil
+
+            old = target.with_name(f".{target.name}.{os.getpid()}.old")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
     finally:
         if tmp.exists():
             if tmp.is_dir():
