@@ -254,7 +254,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _write_prediction(model, image, path: Path, overwrite: bool, options: dict) -> np.ndarray | None:
-    """Predict plane by plane into a TIFF; stacks go through a memory-mapped file so memory stays flat."""
+    """Predict plane by plane into a TIFF; stack planes are compressed and written as they come, so memory stays flat."""
     import tifffile
 
     from .io import atomic_path
@@ -267,11 +267,9 @@ def _write_prediction(model, image, path: Path, overwrite: bool, options: dict) 
             ((_, labels),) = iter_predict(model, image, **options)
             tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
             return labels
-        out = tifffile.memmap(tmp, shape=shape, dtype=dtype)
-        for idx, labels in iter_predict(model, image, **options):
-            out[idx] = labels
-            out.flush()
-        del out
+        planes = (labels.astype(dtype, copy=False) for _, labels in iter_predict(model, image, **options))
+        # streamed page by page (iter_predict yields planes in file order): nothing grows with the stack
+        tifffile.imwrite(tmp, planes, shape=shape, dtype=dtype, compression="zlib", photometric="minisblack")
     return None
 
 

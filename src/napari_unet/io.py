@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,21 @@ def _read_zarr(p: Path):
     if len(arrays) == 1:
         return node[arrays[0]]
     raise InputError(f"{p} is a zarr group with arrays {arrays}: give the path of one array, e.g. {p / arrays[0]}.")
+
+
+def release_pages(array) -> None:
+    """Hand back to the OS the pages a memory-mapped array has read so far; they stay in the file cache.
+
+    Reading a big stack plane by plane through a memory map otherwise leaves every plane resident in the
+    process, so its memory would grow with the stack. A no-op for other arrays and where madvise is missing.
+    """
+    import mmap
+
+    m = getattr(array, "_mmap", None)  # numpy.memmap (tifffile.memmap, np.load(mmap_mode=...)) and its views
+    if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    with contextlib.suppress(OSError, ValueError):  # a closed map, or a refusal: only a memory hint is lost
+        m.madvise(mmap.MADV_DONTNEED)
 
 
 def check_writable(folder: str | Path) -> Path:

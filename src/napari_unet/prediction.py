@@ -13,6 +13,7 @@ import torch
 
 from .data import check_fits, check_image, guess_channel_axis, iter_slices, normalize, spatial_shape
 from .errors import InputError
+from .io import release_pages
 from .model import UNet
 from .runtime import inference_network, pick_device
 
@@ -231,6 +232,7 @@ def iter_predict(
         labels = _labels_from_probs(probs, threshold, instances)
         if check_finite:
             labels[~np.isfinite(plane).all(axis=0)] = 0
+        release_pages(image)  # a memory-mapped stack: memory stays flat however deep it is
         yield idx, labels
 
 
