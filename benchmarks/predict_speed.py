@@ -43,10 +43,8 @@ def machine() -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
     return (
@@ -148,14 +146,26 @@ def main(argv=None) -> None:
         def monai_fast():
             with torch.inference_mode(), autocast(dev, prec):
                 out = sliding_window_inference(
-                    inp.contiguous(memory_format=torch.channels_last), (tile, tile), args.batch, eager, overlap=overlap / tile
+                    inp.contiguous(memory_format=torch.channels_last),
+                    (tile, tile),
+                    args.batch,
+                    eager,
+                    overlap=overlap / tile,
                 )
             results["monai_fast"] = (torch.sigmoid(out[0, 0].float()) > 0.5).numpy()
 
-        monai_runs = {"MONAI sliding_window_inference, fp32 (as shipped)": monai_fp32, f"MONAI + channels_last + {prec} autocast": monai_fast}
+        monai_runs = {
+            "MONAI sliding_window_inference, fp32 (as shipped)": monai_fp32,
+            f"MONAI + channels_last + {prec} autocast": monai_fast,
+        }
 
     # warm up everything once (oneDNN builds its kernels on first use), then interleave the repeats
-    runs = {"limit, eager UNet": eager_forward, "limit, FusedUNet": fused_forward, "napari-unet predict": ours, **monai_runs}
+    runs = {
+        "limit, eager UNet": eager_forward,
+        "limit, FusedUNet": fused_forward,
+        "napari-unet predict": ours,
+        **monai_runs,
+    }
     for fn in runs.values():
         fn()
     times = {name: [] for name in runs}
@@ -182,7 +192,9 @@ def main(argv=None) -> None:
     if monai_runs:
         m32 = rate["MONAI sliding_window_inference, fp32 (as shipped)"]
         mfast = rate[f"MONAI + channels_last + {prec} autocast"]
-        print(f"napari-unet vs MONAI fp32: {ours_rate / m32:.2f}x, vs MONAI with the same fast path: {ours_rate / mfast:.2f}x (target >= 2)")
+        print(
+            f"napari-unet vs MONAI fp32: {ours_rate / m32:.2f}x, vs MONAI with the same fast path: {ours_rate / mfast:.2f}x (target >= 2)"
+        )
         print(
             f"label Dice napari-unet vs MONAI fp32: {dice(results['labels'], results['monai']):.4f}, "
             f"vs MONAI fast: {dice(results['labels'], results['monai_fast']):.4f} (target >= 0.99)"

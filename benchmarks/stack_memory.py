@@ -52,11 +52,10 @@ def main(argv=None) -> None:
 
     import tifffile
     import zarr
+    from predict_speed import machine
 
     from napari_unet import save_model, train
     from napari_unet.sample_data import nuclei, nuclei_labels
-
-    from predict_speed import machine
 
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +78,9 @@ def main(argv=None) -> None:
                 cmd = ["napari-unet", "predict", model, str(path), "-o", str(tmp / "out"), "--overwrite"]
                 mb, secs = peak_rss_mb(cmd)
                 results[fmt, depth] = mb
-                print(f"{fmt:4s} {depth:3d} x 1024 x 1024: peak RSS {mb:7.0f} MB, {secs:5.1f} s ({depth / secs:.2f} slices/s)")
+                print(
+                    f"{fmt:4s} {depth:3d} x 1024 x 1024: peak RSS {mb:7.0f} MB, {secs:5.1f} s ({depth / secs:.2f} slices/s)"
+                )
         for fmt in args.formats:
             lo, hi = results[fmt, min(args.depths)], results[fmt, max(args.depths)]
             print(

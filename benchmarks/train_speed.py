@@ -36,12 +36,12 @@ def main(argv=None) -> None:
         k, _, v = item.partition("=")
         overrides[k] = ast.literal_eval(v)
 
+    from predict_speed import machine
+
     from napari_unet import Trainer
     from napari_unet.losses import segmentation_loss
     from napari_unet.runtime import autocast
     from napari_unet.sample_data import nuclei, nuclei_strokes
-
-    from predict_speed import machine
 
     trainer = Trainer(nuclei(), nuclei_strokes(), time_limit=3600, seed=0, **overrides)
     cfg = trainer.config

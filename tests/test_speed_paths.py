@@ -1,0 +1,162 @@
+"""The fast paths behave like the plain ones: fused inference network, bf16, tile layout, device choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet import UNet, predict
+from napari_unet.errors import InputError
+from napari_unet.prediction import _tiles, predict_proba_plane
+from napari_unet.runtime import (
+    FusedUNet,
+    cpu_has_fast_bf16,
+    inference_network,
+    pick_device,
+    pick_precision,
+)
+
+
+def _randomize_bn(model: UNet) -> UNet:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "kwargs,size",
+    [
+        (dict(in_channels=1, n_classes=1, filters=4, depth=2), (33, 47)),
+        (dict(in_channels=3, n_classes=3, filters=4, depth=3, dropout=0.3), (64, 63)),
+        (dict(in_channels=2, n_classes=1, filters=8, depth=1), (16, 20)),
+    ],
+)
+def test_fused_network_matches_eager_fp32(kwargs, size):
+    torch.manual_seed(0)
+    model = _randomize_bn(UNet(**kwargs))
+    x = torch.randn(2, kwargs["in_channels"], *size)
+    with torch.inference_mode():
+        expected = model(x)
+        net = inference_network(model, "cpu", "fp32")
+        assert isinstance(net, FusedUNet)
+        got = net(x)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_network_bf16_close_to_fp32():
+    torch.manual_seed(0)
+    model = _randomize_bn(UNet(1, 1, filters=8, depth=3))
+    x = torch.randn(2, 1, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        got = inference_network(model, "cpu", "bf16")(x)
+    assert (got - ref).abs().max() < 0.1 * ref.abs().max()
+    assert ((got > 0) == (ref > 0)).float().mean() > 0.97
+
+
+def test_predict_does_not_change_the_model(tiny_model, blobs):
+    image, _ = blobs
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    predict(tiny_model, image)
+    after = tiny_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
+    assert not tiny_model.training
+
+
+def test_fused_network_is_rebuilt_when_weights_change(tiny_model, blobs):
+    image, _ = blobs
+    plane = image[None].astype(np.float32) / image.max()
+    a = predict_proba_plane(tiny_model, plane, precision="fp32")
+    with torch.no_grad():
+        tiny_model.head.bias.add_(5.0)  # in place, like an optimizer step
+    b = predict_proba_plane(tiny_model, plane, precision="fp32")
+    assert (b > a).all()
+
+
+def test_unknown_architecture_falls_back_to_autocast(blobs):
+    class Doubled(UNet):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    torch.manual_seed(0)
+    model = Doubled(1, 1, filters=4, depth=2).eval()
+    net = inference_network(model, "cpu", "fp32")
+    assert not isinstance(net, FusedUNet)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x), model(x))
+
+
+def test_bf16_and_fp32_labels_agree(tiny_model, blobs):
+    image, _ = blobs
+    fp32 = predict(tiny_model, image, precision="fp32")
+    bf16 = predict(tiny_model, image, precision="bf16")
+    inter = np.count_nonzero((fp32 > 0) & (bf16 > 0))
+    dice = 2 * inter / max(1, np.count_nonzero(fp32) + np.count_nonzero(bf16))
+    assert dice >= 0.99 or np.array_equal(fp32, bf16)
+
+
+@pytest.mark.parametrize(
+    "length,tile,overlap", [(2048, 512, 64), (1024, 1024, 64), (1000, 300, 32), (97, 40, 8), (50, 64, 8)]
+)
+def test_tiles_cover_evenly_with_overlap(length, tile, overlap):
+    size, starts = _tiles(length, tile, overlap, 16)
+    assert size <= tile and size <= length
+    assert starts[0] == 0 and starts[-1] + size == length
+    gaps = np.diff(starts)
+    assert (gaps <= size - overlap + 1).all()  # neighbours overlap by the requested amount (+- rounding)
+    assert gaps.max() - gaps.min() <= 1 if len(gaps) else True  # evenly spread
+    # no more tiles than the classic layout would use
+    assert len(starts) <= max(1, -(-(length - overlap) // (tile - overlap)))
+
+
+def test_tiled_prediction_agrees_with_one_tile(tiny_model, blobs):
+    image, _ = blobs
+    one = predict(tiny_model, image, tile_size=128, precision="fp32")
+    tiled = predict(tiny_model, image, tile_size=32, overlap=16, precision="fp32")
+    assert (one == tiled).mean() > 0.98
+
+
+def test_device_and_precision_choice(monkeypatch):
+    monkeypatch.delenv("NAPARI_UNET_DEVICE", raising=False)
+    monkeypatch.delenv("NAPARI_UNET_PRECISION", raising=False)
+    cpu = torch.device("cpu")
+    assert pick_device("cpu") == cpu
+    if not torch.cuda.is_available():
+        assert pick_device("auto").type in ("cpu", "mps")
+        with pytest.raises(InputError):
+            pick_device("cuda")
+    with pytest.raises(InputError):
+        pick_device("tpu9")
+    assert pick_precision(cpu, "auto") == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert pick_precision(cpu, "fp32") == "fp32"
+    with pytest.raises(InputError):
+        pick_precision(cpu, "fp8")
+    monkeypatch.setenv("NAPARI_UNET_PRECISION", "fp32")
+    monkeypatch.setenv("NAPARI_UNET_DEVICE", "cpu")
+    assert pick_precision(cpu, "auto") == "fp32"
+    assert pick_precision(cpu, "bf16") == "bf16"  # an explicit choice wins over the environment
+    assert pick_device("auto") == cpu
+
+
+def test_release_pages_keeps_memmap_data(tmp_path):
+    import tifffile
+
+    from napari_unet.io import read_image, release_pages
+
+    data = np.arange(3 * 40 * 50, dtype=np.uint16).reshape(3, 40, 50)
+    tifffile.imwrite(tmp_path / "s.tif", data)
+    arr = read_image(tmp_path / "s.tif")
+    assert isinstance(arr, np.memmap)
+    first = np.array(arr[0])
+    release_pages(arr)
+    release_pages(np.zeros(3))  # no-op for plain arrays
+    np.testing.assert_array_equal(arr[0], first)
+    np.testing.assert_array_equal(arr, data)
