@@ -7,6 +7,7 @@ import csv
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -489,10 +490,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            f"napari-unet {args.command}: interrupted; files already there are unchanged, unfinished outputs were removed.",
+            f"napari-unet {args.command}: interrupted; every output is complete or absent, none is half-written.",
             file=sys.stderr,
         )
         return 130
+    finally:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            # run as a command: the work is done or abandoned, so a late Ctrl-C must not print a traceback
+            # from the interpreter's exit handlers
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
