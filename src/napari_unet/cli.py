@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (binary)")
     p.add_argument(
-        "--tile-size", type=int, default=1024, help="largest tile side (default 1024: one tile per 1024 x 1024 plane)"
+        "--tile-size", type=int, default=1088, help="largest tile side (default 1088: 1024 plus the 64-pixel overlap)"
     )
     p.add_argument(
         "--scheduler",

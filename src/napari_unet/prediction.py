@@ -17,8 +17,10 @@ from .io import release_pages
 from .model import UNet
 from .runtime import inference_network, pick_device
 
-DEFAULT_TILE = 1024  # a 1024 x 1024 plane is one tile; bigger planes take few, evenly spread tiles
 DEFAULT_OVERLAP = 64
+# 1024 pixels plus the overlap: a 1024 x 1024 plane is one tile, a 2048 x 2048 one is 2 x 2 tiles of 1056
+# (6% of the pixels computed twice, against 16% for 3 x 3 tiles of 1024 at most)
+DEFAULT_TILE = 1024 + DEFAULT_OVERLAP
 MAX_BATCH_PIXELS = 1 << 21  # tiles per forward pass: at most ~2 Mpx, so memory stays bounded
 
 
