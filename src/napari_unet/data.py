@@ -6,7 +6,8 @@ Label conventions (the same in the CLI, the Python API and the widgets):
 - dense (complete masks): 0 = background, > 0 = foreground (instance masks count as binary), or, with
   ``multiclass=True``, the class id.
 
-Internally a target is an int16 array with -1 = ignore, 0 = background, k = class k.
+Internally a target is an int16 array with -1 = ignore, 0 = background, k = class k (and, during training
+on scribbles, ``PSEUDO + k`` = class k from pseudo-labels, see ``pseudo.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from .errors import InputError
 
 IGNORE = -1
+PSEUDO = 64  # target value PSEUDO + k: class k from pseudo-labels (weaker supervision than a stroke)
 DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 MAX_CLASSES = 32
 _NORMALIZATION_SAMPLE = 1 << 22  # percentiles of a huge image from a strided sample of ~4 Mpx
@@ -334,7 +336,7 @@ class PatchSampler:
             img, tgt = self._pad(s.image, s.target)
             self.images.append(img)
             self.targets.append(tgt)
-            for cls in np.unique(tgt[tgt >= 0]):
+            for cls in np.unique(tgt[(tgt >= 0) & (tgt < PSEUDO)]):  # centre on strokes, not pseudo-labels
                 pts = np.argwhere(tgt == cls).astype(np.int32)
                 if len(pts) > 200_000:  # keep memory bounded on huge dense masks
                     pts = pts[rng.choice(len(pts), 200_000, replace=False)]
@@ -394,6 +396,10 @@ class Augmentation:
     elastic_grid: int = 5  # control points per side of the smooth displacement field
     intensity: float = 0.2  # scale in [1 - s, 1 + s], shift in [-s, s]
     noise: float = 0.03  # Gaussian noise std, drawn per sample in [0, noise]
+    # brightness: intensities times a factor log-uniform in [1 / (1 + c), 1 + c], so a model does not rely on
+    # the absolute level, which percentile normalization leaves image-dependent (bright debris, crowding)
+    contrast: float = 0.0
+    blur: float = 0.0  # probability per sample of a Gaussian blur with sigma uniform in [0.5, 1.5] px
 
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
@@ -413,6 +419,11 @@ class Augmentation:
             x, y = torch.stack(xs), torch.stack(ys)
         if self.elastic > 0:
             x, y = self._elastic(x, y, g)
+        if self.blur > 0:
+            x = self._blur(x, g)
+        if self.contrast > 0:
+            span = math.log1p(self.contrast)
+            x = x * torch.exp((torch.rand(b, x.shape[1], 1, 1, generator=g) * 2 - 1) * span)
         if self.intensity > 0:
             s = self.intensity
             scale = 1 + (torch.rand(b, x.shape[1], 1, 1, generator=g) * 2 - 1) * s
@@ -422,6 +433,21 @@ class Augmentation:
             std = torch.rand(b, 1, 1, 1, generator=g) * self.noise
             x = x + torch.randn(x.shape, generator=g) * std
         return x.contiguous(), y.contiguous()
+
+    def _blur(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        b, c = x.shape[:2]
+        sigma = torch.rand(b, generator=g) + 0.5
+        apply = torch.rand(b, generator=g) < self.blur
+        r = 4
+        t = torch.arange(-r, r + 1, dtype=x.dtype)
+        k = torch.exp(-0.5 * (t[None] / sigma[:, None]) ** 2)
+        k = torch.where(apply[:, None], k / k.sum(1, keepdim=True), (t == 0).to(x.dtype).expand(b, -1))
+        # one separable depthwise convolution per axis, every sample with its own kernel
+        xs = x.reshape(1, b * c, *x.shape[2:])
+        kk = k.repeat_interleave(c, 0)
+        xs = F.conv2d(F.pad(xs, (r, r, 0, 0), mode="reflect"), kk[:, None, None, :], groups=b * c)
+        xs = F.conv2d(F.pad(xs, (0, 0, r, r), mode="reflect"), kk[:, None, :, None], groups=b * c)
+        return xs.reshape(x.shape)
 
     def _elastic(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, h, w = x.shape

@@ -54,3 +54,23 @@ def segmentation_loss(
     denom = (prob * m).sum(dim=(0, 2, 3)) + (onehot * m).sum(dim=(0, 2, 3))
     dice = (2 * inter + _EPS) / (denom + _EPS)
     return ce + dice_weight * (1 - dice.mean())
+
+
+def sparse_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    pseudo_weight: float = 0.5,
+    class_balance: bool = True,
+    dice_weight: float = 1.0,
+    pseudo_offset: int = 64,
+) -> torch.Tensor:
+    """Loss for scribbles with dense pseudo-labels: strokes (``0..K``) + ``pseudo_weight`` x pseudo-labels
+    (``pseudo_offset + k``), each a ``segmentation_loss`` over its own pixels, so a few hundred stroke
+    pixels are not drowned by a whole image of pseudo-labels. Class balance applies to the strokes only:
+    dense pseudo-labels already have the image's class frequencies."""
+    strokes = torch.where(target < pseudo_offset, target, torch.full_like(target, -1))
+    loss = segmentation_loss(logits, strokes, class_balance, dice_weight)
+    if pseudo_weight > 0:
+        pseudo = torch.where(target >= pseudo_offset, target - pseudo_offset, torch.full_like(target, -1))
+        loss = loss + pseudo_weight * segmentation_loss(logits, pseudo, False, dice_weight)
+    return loss
