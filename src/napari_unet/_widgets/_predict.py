@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,10 @@ from ._worker import WorkerRunner
 if TYPE_CHECKING:
     import napari.viewer
 
+POLYGON_STYLE = {"shape_type": "polygon", "edge_color": "#ffd000", "face_color": "transparent", "edge_width": 1}
 MAX_SHAPES = 3000  # more polygons than this make a napari Shapes layer sluggish: export them instead
-SHAPES_CHUNK = 25  # polygons added per event-loop turn (~50 ms each), so the window stays responsive
+SHAPES_CHUNK = 5  # polygons added in the first event-loop turn; later turns adapt to SHAPES_TURN_SECONDS
+SHAPES_TURN_SECONDS = 0.03  # GUI time per turn spent adding polygons (napari triangulates them on the GUI thread)
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -49,6 +52,7 @@ class PlaneDone:
     index: int  # which image
     plane: int  # planes done in this image
     n_planes: int
+    where: tuple = ()  # leading (Z/T) index of the plane just written
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> 
             iter_predict(model, job.image, channel_axis=job.channel_axis, instances=instances), start=1
         ):
             job.out[idx] = labels
-            yield PlaneDone(k, n, job.n_planes)
+            yield PlaneDone(k, n, job.n_planes, tuple(int(i) for i in idx))
         shapes = []
         if polygons:
             contours = label_contours(job.out)
@@ -106,7 +110,9 @@ class PredictWidget(Container):
         self._file_model = (None, None)  # (path, model) cache
         self._closing = False
         self.outputs: list = []  # Labels layers made by the last run
-        self._pending_polygons: list = []  # (Shapes layer, polygons still to add, style)
+        self._pending_polygons: list = []  # (Shapes layer, polygons still to add)
+        self._shapes: list = []  # the Shapes layer of each job, or None
+        self._shapes_chunk = float(SHAPES_CHUNK)
 
         self._source = RadioButtons(
             choices=[("Model in memory", "memory"), ("Model file", "file")], value="memory", orientation="horizontal"
@@ -276,10 +282,14 @@ class PredictWidget(Container):
         self._jobs = jobs
         self._sources = images
         self._layers = [None] * len(jobs)
+        self._shapes = [None] * len(jobs)
+        self._shapes_chunk = float(SHAPES_CHUNK)
         self.outputs = []
         self._set_running(True)
-        self._progress.value = 0
-        self._progress.native.setFormat("starting…")
+        c.set_progress(self._progress, 0, "starting…")
+        # the first image's layers now, while the click is handled: adding a layer costs napari a few hundred
+        # ms on the GUI thread, better spent at the click than while the user watches the result come in
+        self._add_output(0)
         self._status.value = f"Segmenting {len(jobs)} image{'s' if len(jobs) > 1 else ''}…"
         self._runner.start(
             predict_job,
@@ -301,6 +311,7 @@ class PredictWidget(Container):
             if layer is not None and layer.metadata.get("napari_unet_complete") is False:
                 layer.name = c.unique_name(self._viewer, f"{layer.name} (incomplete)")
                 layer.refresh()
+        self._drop_unused_shapes()
         if c.is_alive(self.native):
             self._set_running(False)
             self._progress.native.setFormat("cancelled")
@@ -318,26 +329,46 @@ class PredictWidget(Container):
             return
         n = len(self._jobs)
         if isinstance(event, ImageStarted):
-            self._add_output(event.index)
-            self._progress.native.setFormat(f"image {event.index + 1}/{n}")
+            if self._layers[event.index] is None:
+                self._add_output(event.index)
+            c.set_progress(self._progress, text=f"image {event.index + 1}/{n}")
+            status = f"Segmenting '{html.escape(self._jobs[event.index].name)}'…"
+            if self._status.value != status:
+                self._status.value = status
         elif isinstance(event, PlaneDone):
-            job = self._jobs[event.index]
             done = (event.index + event.plane / event.n_planes) / n
-            self._progress.value = int(1000 * done)
             plane = f" · plane {event.plane}/{event.n_planes}" if event.n_planes > 1 else ""
-            self._progress.native.setFormat(f"image {event.index + 1}/{n}{plane}")
+            c.set_progress(self._progress, int(1000 * done), f"image {event.index + 1}/{n}{plane}")
             layer = self._layers[event.index]
-            if layer is not None and (event.plane == event.n_planes or self._refresh_throttle.ready()):
-                layer.refresh()
-            self._status.value = f"Segmenting '{html.escape(job.name)}'…"
+            # refresh only when the plane just written is on screen, and not more often than the throttle allows
+            last = event.plane == event.n_planes
+            if layer is not None and self._shows(layer, event.where) and (last or self._refresh_throttle.ready()):
+                layer.refresh(thumbnail=False)
         elif isinstance(event, ImageDone):
             layer = self._layers[event.index]
             if layer is not None:
                 layer.metadata["napari_unet_complete"] = True
-                layer.refresh()
+                layer.refresh()  # the thumbnail too, once
                 self._store.predicted.emit()
                 if self._polygons.value:
                     self._add_polygons(event.index, event.polygons)
+
+    def _shows(self, layer, where: tuple) -> bool:
+        """True if the plane at leading index ``where`` of ``layer`` is (possibly) visible now."""
+        if not where or not layer.visible:
+            return layer.visible
+        try:
+            viewer = self._viewer
+            if viewer.dims.ndisplay != 2 or len(viewer.dims.displayed) != 2:
+                return True
+            point = np.asarray(layer.world_to_data(viewer.dims.point), float)
+            lead = layer.ndim - 2
+            displayed = {ax - (viewer.dims.ndim - layer.ndim) for ax in viewer.dims.displayed}
+            if displayed != {lead, lead + 1}:
+                return True  # a cut through the stack shows every plane
+            return tuple(int(round(x)) for x in point[:lead]) == tuple(where)
+        except Exception:  # when in doubt, refresh
+            return True
 
     def _add_output(self, k: int) -> None:
         job, image = self._jobs[k], self._sources[k]
@@ -353,29 +384,36 @@ class PredictWidget(Container):
         layer.editable = True
         self._layers[k] = layer
         self.outputs.append(layer)
+        if self._polygons.value:
+            self._shapes[k] = self._viewer.add_shapes(
+                None,
+                ndim=len(job.out.shape),
+                name=c.unique_name(self._viewer, f"{image.name} polygons"),
+                scale=image.scale,
+                translate=image.translate,
+                metadata={c.ROLE_KEY: c.POLYGONS, "napari_unet_source": image.name},
+                **POLYGON_STYLE,
+            )
+            self._viewer.layers.selection.active = layer
 
     def _add_polygons(self, k: int, polygons: list) -> None:
-        """A Shapes layer with one polygon per object, filled in small chunks between GUI events."""
-        image = self._sources[k]
-        if not polygons:
+        """Fill the image's Shapes layer (added with its Labels layer) in small chunks between GUI events."""
+        image, layer = self._sources[k], self._shapes[k]
+        if layer is None or layer not in self._viewer.layers:
             return
-        if polygons[0] is None:
+        if polygons and polygons[0] is None:
+            self._viewer.layers.remove(layer)
             c.report_warning(
                 f"'{image.name}': {len(polygons)} objects are too many polygons to show smoothly; "
                 "use 'Export polygons…' to write them to a file."
             )
             return
-        style = {"shape_type": "polygon", "edge_color": "#ffd000", "face_color": "transparent", "edge_width": 1}
-        layer = self._viewer.add_shapes(
-            polygons[:SHAPES_CHUNK],
-            name=c.unique_name(self._viewer, f"{image.name} polygons"),
-            scale=image.scale,
-            translate=image.translate,
-            metadata={c.ROLE_KEY: c.POLYGONS, "napari_unet_source": image.name},
-            **style,
-        )
-        self._pending_polygons.append((layer, polygons[SHAPES_CHUNK:], style))
-        self._feed_polygons()
+        if polygons:
+            # hidden while it fills: napari then neither redraws the canvas nor the layer list's thumbnail for
+            # each chunk (under software OpenGL one redraw costs more than adding the chunk)
+            layer.visible = False
+            self._pending_polygons.append((layer, polygons))
+            self._feed_polygons()
 
     @property
     def busy(self) -> bool:
@@ -383,22 +421,41 @@ class PredictWidget(Container):
         return self._runner.running or bool(self._pending_polygons)
 
     def _feed_polygons(self) -> None:
+        """Add one chunk of polygons, sized so one turn costs about ``SHAPES_TURN_SECONDS``, then yield to Qt."""
         if not self._alive():
             self._pending_polygons.clear()
             return
         while self._pending_polygons:
-            layer, rest, style = self._pending_polygons[0]
+            layer, rest = self._pending_polygons[0]
             if not rest or layer not in self._viewer.layers:
                 self._pending_polygons.pop(0)
+                if layer in self._viewer.layers:
+                    layer.visible = True  # one redraw, with every polygon
                 continue
-            layer.add(rest[:SHAPES_CHUNK], **style)
-            self._pending_polygons[0] = (layer, rest[SHAPES_CHUNK:], style)
+            n = max(1, int(self._shapes_chunk))
+            start = time.perf_counter()
+            layer.add(rest[:n], **POLYGON_STYLE)
+            spent = time.perf_counter() - start
+            # next chunk: as many polygons as fit in the time budget at the rate just seen (within 2x)
+            self._shapes_chunk = float(np.clip(n * SHAPES_TURN_SECONDS / max(spent, 1e-4), n / 2, 2 * n))
+            self._pending_polygons[0] = (layer, rest[n:])
             QTimer.singleShot(0, self._feed_polygons)
             return
+
+    def _drop_unused_shapes(self) -> None:
+        """Remove the (still empty) Shapes layers of images that were not completed: cancel or failure."""
+        for k, shapes in enumerate(self._shapes):
+            layer = self._layers[k] if k < len(self._layers) else None
+            complete = layer is not None and layer.metadata.get("napari_unet_complete")
+            if shapes is not None and not complete and shapes in self._viewer.layers and not len(shapes.data):
+                self._viewer.layers.remove(shapes)
+            if not complete:
+                self._shapes[k] = None
 
     def _on_error(self, error: BaseException) -> None:
         if not self._alive():
             return
+        self._drop_unused_shapes()
         self._status.value = "Prediction failed: " + html.escape(c.describe(error))
         self._progress.native.setFormat("failed")
         c.report_error(c.describe(error))

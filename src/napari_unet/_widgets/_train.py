@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import napari.viewer
 
 NONE = "—"
+MAX_MIRRORED_PLANE = 4096 * 4096  # up to this plane size the preview layer holds a whole plane (written in place)
 MODES = [("scribbles (sparse)", "sparse"), ("complete masks (dense)", "dense")]
 
 MODE_TIP = (
@@ -74,11 +75,14 @@ class TrainWidget(Container):
         self._run_started = 0.0
         self._strokes_dirty = False
         self._preview_layer = None
+        self._preview_image = None  # the image layer the preview layer belongs to
         self._preview_off_this_run = False
+        self._preview_note = ""  # why there is no preview (e.g. 3D view), shown under the progress
         self._rows: list[_PairRow] = []
         self._n_labels: dict[int, int] = {}  # id(layer) -> highest scribble label offered in the legend
-        self._ui_throttle = c.Throttle(0.2)
-        self._plot_throttle = c.Throttle(0.5)
+        # every visible change costs a repaint of the window (~20 ms under software OpenGL): progress, status
+        # and plot change together, at most twice a second (and at each epoch end)
+        self._ui_throttle = c.Throttle(0.5)
         self._round_step = 0
         self._last_event = None
         self._closing = False
@@ -278,7 +282,9 @@ class TrainWidget(Container):
             self._mode_hint.value = "<small>Tick an image and choose its annotation layer, or add one:</small>"
         self._update_legend()
 
-    def _on_layers_changed(self, *_) -> None:
+    def _on_layers_changed(self, event=None) -> None:
+        if event is not None and c.role(getattr(event, "value", None)) in c.OUTPUT_ROLES:
+            return  # previews, predictions and polygons are never training inputs: no need to rebuild the rows
         self.refresh_pairs()
 
     def _on_layer_removed(self, event) -> None:
@@ -295,7 +301,8 @@ class TrainWidget(Container):
                 self._inbox.preview = False
         if layer is self._preview_layer:
             self._preview_layer = None
-        self.refresh_pairs()
+        if c.role(layer) not in c.OUTPUT_ROLES:
+            self.refresh_pairs()
 
     def _notice_removed(self, name: str) -> None:
         if len(self._viewer.layers):  # not when the whole viewer is closing
@@ -466,6 +473,7 @@ class TrainWidget(Container):
         self._run_pairs = pairs
         self._inbox = Inbox(preview=bool(self._preview.value), preview_interval=float(self._preview_every.value))
         self._preview_off_this_run = False
+        self._preview_note = ""
         self._strokes_dirty = False
         self._last_event = None
         self._round_step = 0
@@ -475,6 +483,8 @@ class TrainWidget(Container):
             lab.events.paint.connect(self._on_paint)
             lab.events.data.connect(self._on_paint)
         self._post_view()
+        if self._inbox.preview:
+            self._prepare_preview_layer()
         self._set_running(True)
         self._status.value = "Preparing the training data…"
         self._progress.native.setFormat("starting…")
@@ -530,15 +540,23 @@ class TrainWidget(Container):
     def _post_view(self) -> None:
         if self._inbox is not None:
             try:
-                self._inbox.post_view(self._current_view())
+                view = self._current_view()
             except Exception:  # the view is a nicety; never let it break training
                 c.log.debug("no preview view", exc_info=True)
-                self._inbox.post_view(None)
+                view, self._preview_note = None, "No live preview: the visible region could not be determined."
+            self._inbox.post_view(view)
 
     def _current_view(self) -> View | None:
-        """The visible box of the preview image, in its data coordinates, or None (e.g. in 3D view)."""
+        """The visible box of the preview image, in its data coordinates, or None (e.g. in 3D view).
+
+        Sets ``_preview_note`` to the reason when there is no preview, for the status line.
+        """
         viewer = self._viewer
-        if viewer.dims.ndisplay != 2 or not self._run_pairs:
+        self._preview_note = ""
+        if not self._run_pairs:
+            return None
+        if viewer.dims.ndisplay != 2:
+            self._preview_note = "No live preview in 3D view: switch to 2D view to see it."
             return None
         index = 0
         active = viewer.layers.selection.active
@@ -548,7 +566,12 @@ class TrainWidget(Container):
         image = self._run_pairs[index][0]
         shape = c.spatial_shape(image)
         nd = len(shape)
-        if tuple(viewer.dims.displayed)[-2:] != (viewer.dims.ndim - 2, viewer.dims.ndim - 1):
+        # the preview predicts planes of the last two axes; shown transposed (rows and columns swapped) is fine
+        if sorted(viewer.dims.displayed) != [viewer.dims.ndim - 2, viewer.dims.ndim - 1]:
+            self._preview_note = (
+                "No live preview: the view shows a cut through the stack (other axes than the last two); "
+                "the preview predicts image planes. Reset the axis order (Transpose / Roll buttons) to see it."
+            )
             return None
         point = np.asarray(image.world_to_data(viewer.dims.point), float)[-nd:]
         plane = tuple(int(np.clip(round(x), 0, s - 1)) for x, s in zip(point[:-2], shape[:-2], strict=True))
@@ -579,7 +602,6 @@ class TrainWidget(Container):
                 self._plot.add_dice(event.step, event.val_dice)
             if self._ui_throttle.ready(force=event.epoch):
                 self._show_progress(event)
-            if self._plot_throttle.ready(force=event.epoch):
                 self._plot.update()
         elif isinstance(event, Preview):
             self._show_preview(event)
@@ -599,7 +621,6 @@ class TrainWidget(Container):
             self._on_done(event)
 
     def _show_progress(self, tick: Tick) -> None:
-        self._progress.value = int(1000 * tick.fraction)
         cfg_time = float(self._time_limit.value) or None
         if cfg_time:
             left = max(0.0, cfg_time - tick.elapsed)
@@ -608,44 +629,95 @@ class TrainWidget(Container):
         else:
             left = float("nan")
         left_text = c.format_seconds(left) + " left" if np.isfinite(left) else ""
-        self._progress.native.setFormat(f"{100 * tick.fraction:.0f}%  ·  {left_text}")
+        c.set_progress(self._progress, int(1000 * tick.fraction), f"{100 * tick.fraction:.0f}%  ·  {left_text}")
         dice = next((v for _, v in reversed(self._plot.dice)), None)
         dice_text = f" · val Dice {dice:.3f}" if dice is not None else ""
-        self._status.value = f"Step {tick.step} · loss {tick.loss:.3f}{dice_text} · {c.format_seconds(tick.elapsed)}"
+        note = f"<br><small>{html.escape(self._preview_note)}</small>" if self._preview_note else ""
+        text = f"Step {tick.step} · loss {tick.loss:.3f}{dice_text} · {c.format_seconds(tick.elapsed)}{note}"
+        if text != self._status.value:
+            self._status.value = text
+
+    def _preview_plane_shape(self, image) -> tuple[int, ...] | None:
+        """Shape of the preview layer (one plane of the image), or None if a plane is too large to mirror."""
+        shape = c.spatial_shape(image)
+        if int(np.prod(shape[-2:])) > MAX_MIRRORED_PLANE:
+            return None
+        return (1,) * (len(shape) - 2) + tuple(shape[-2:])
+
+    def _prepare_preview_layer(self) -> None:
+        """Add the (empty) preview layer when Train is clicked, so no layer is created while training runs.
+
+        Adding a layer costs napari a few hundred ms on the GUI thread (visuals, layer controls); during
+        training the preview then only writes the predicted box into this layer and refreshes it.
+        """
+        image = self._run_pairs[0][0]
+        layer = self._preview_layer
+        if layer is not None and layer in self._viewer.layers and self._preview_image is image:
+            return
+        shape = self._preview_plane_shape(image)
+        if shape is None:
+            return  # huge planes: the layer is created with the first preview, sized to the predicted box
+        n_classes = self._store.model.n_classes if self._finetune.value and self._store.model is not None else 1
+        self._add_preview_layer(image, np.zeros(shape, np.uint8), image.translate, n_classes)
+
+    def _add_preview_layer(self, image, data: np.ndarray, translate, n_classes: int):
+        layer = self._viewer.add_labels(
+            data,
+            name=c.unique_name(self._viewer, f"{image.name} preview"),
+            scale=image.scale,
+            translate=translate,
+            opacity=0.45,
+            colormap=c.class_colormap(max(n_classes, 1)),
+            metadata={c.ROLE_KEY: c.PREVIEW},
+        )
+        layer.editable = False
+        self._preview_layer = layer
+        self._preview_image = image
+        # keep the user's annotation layer on top and active, so painting goes on undisturbed
+        for img, lab in self._run_pairs:
+            if img is image and lab in self._viewer.layers:
+                layers = self._viewer.layers
+                if layers.index(layer) > layers.index(lab):
+                    layers.move(layers.index(layer), layers.index(lab))
+                layers.selection.active = lab
+        return layer
 
     def _show_preview(self, p: Preview) -> None:
         if self._preview_off_this_run or not self._preview.value or not self._run_pairs:
             return
         image = self._run_pairs[p.view.image][0]
-        data = p.labels.reshape((1,) * len(p.view.plane) + p.labels.shape)
-        offset = np.array(p.view.plane + (p.view.rows[0], p.view.cols[0]), float)
         scale = np.asarray(image.scale, float)
-        translate = np.asarray(image.translate, float) + offset * scale
+        lead = len(p.view.plane)
+        n_max = int(p.labels.max()) if p.labels.size else 0
         layer = self._preview_layer
-        if layer is None or layer not in self._viewer.layers:
-            n_classes = self._store.model.n_classes if self._store.model is not None else 1
-            layer = self._viewer.add_labels(
-                data,
-                name=c.unique_name(self._viewer, f"{image.name} preview"),
-                scale=scale,
-                translate=translate,
-                opacity=0.45,
-                colormap=c.class_colormap(max(n_classes, int(p.labels.max()), 1)),
-                metadata={c.ROLE_KEY: c.PREVIEW},
-            )
-            layer.editable = False
-            self._preview_layer = layer
-            # keep the user's annotation layer on top and active, so painting goes on undisturbed
-            lab = self._run_pairs[p.view.image][1]
-            if lab in self._viewer.layers:
-                layers = self._viewer.layers
-                layers.move(layers.index(layer), layers.index(lab))
-                layers.selection.active = lab
+        if layer is not None and (layer not in self._viewer.layers or self._preview_image is not image):
+            layer = None
+        mirrored = self._preview_plane_shape(image)
+        (r0, r1), (c0, c1) = p.view.rows, p.view.cols
+        if mirrored is not None:
+            # the layer mirrors one whole plane: write the predicted box into it, clear the rest
+            translate = np.asarray(image.translate, float) + np.array(p.view.plane + (0, 0), float) * scale
+            if layer is None or tuple(layer.data.shape) != mirrored:
+                if layer is not None:
+                    self._viewer.layers.remove(layer)
+                layer = self._add_preview_layer(image, np.zeros(mirrored, np.uint8), translate, n_max)
+            data = layer.data
+            data[...] = 0
+            data[(0,) * lead + (slice(r0, r1), slice(c0, c1))] = p.labels
         else:
-            if int(p.labels.max()) > len(layer.colormap.color_dict) - 2:
-                layer.colormap = c.class_colormap(int(p.labels.max()))
-            layer.data = data
+            data = p.labels.reshape((1,) * lead + p.labels.shape)
+            offset = np.array(p.view.plane + (r0, c0), float)
+            translate = np.asarray(image.translate, float) + offset * scale
+            if layer is None:
+                layer = self._add_preview_layer(image, data, translate, n_max)
+        if n_max > len(layer.colormap.color_dict) - 2:
+            layer.colormap = c.class_colormap(n_max)
+        if not np.allclose(np.asarray(layer.translate, float), translate):
             layer.translate = translate
+        if mirrored is not None:
+            layer.refresh(thumbnail=False)
+        else:
+            layer.data = data
 
     def _on_done(self, done) -> None:
         model = done.model
@@ -658,6 +730,13 @@ class TrainWidget(Container):
         self._progress.value = 1000 if not done.stopped else self._progress.value
         self._progress.native.setFormat("stopped" if done.stopped else "done")
         self._plot.update()
+        skipped = getattr(done, "skipped", 0)
+        if skipped:
+            c.report_warning(
+                f"{skipped} training step{'s were' if skipped > 1 else ' was'} skipped because the loss was not a "
+                "finite number (NaN or inf); the model keeps its last good weights. If this repeats, lower the "
+                "learning rate or check the image for extreme values."
+            )
 
     def _on_error(self, error: BaseException) -> None:
         if not self._alive():

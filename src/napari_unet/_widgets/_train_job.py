@@ -190,7 +190,7 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
 
     start = time.perf_counter()
     total_time, total_epochs = config.time_limit, config.epochs
-    steps_done = epochs_done = rounds = 0
+    steps_done = epochs_done = rounds = skipped = 0
     loss = val_dice = None
     current, previous = list(labels), None
     last_preview = time.perf_counter()
@@ -270,6 +270,7 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
         model = done.model
         steps_done += done.steps
         epochs_done += done.epochs
+        skipped += getattr(done, "skipped", 0)
         val_dice = done.val_dice if done.val_dice is not None else val_dice
         if new_labels is None or inbox.stop_requested:
             break
@@ -279,4 +280,4 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
         shown = preview(model, steps_done)
         if shown is not None:
             yield shown
-    yield Done(model, steps_done, epochs_done, time.perf_counter() - start, loss, val_dice, stopped)
+    yield Done(model, steps_done, epochs_done, time.perf_counter() - start, loss, val_dice, stopped, skipped)
