@@ -160,3 +160,10 @@ def test_release_pages_keeps_memmap_data(tmp_path):
     release_pages(np.zeros(3))  # no-op for plain arrays
     np.testing.assert_array_equal(arr[0], first)
     np.testing.assert_array_equal(arr, data)
+
+
+def test_warm_up_runs_a_tiny_step():
+    from napari_unet.runtime import warm_up
+
+    seconds = warm_up(filters=4, depth=2, patch_size=32, batch_size=2, preview_size=48, device="cpu")
+    assert seconds > 0

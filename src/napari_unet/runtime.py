@@ -227,3 +227,41 @@ def inference_network(
 
 
 _FUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def warm_up(
+    in_channels: int = 1,
+    n_classes: int = 1,
+    filters: int = 16,
+    depth: int = 4,
+    patch_size: int = 128,
+    batch_size: int = 8,
+    preview_size: int = 512,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+) -> float:
+    """Pay the one-off costs of the first training step and preview ahead of time; returns the seconds spent.
+
+    The first ``torch.optim`` optimizer imports ``torch._dynamo`` (1-2 s), and oneDNN builds its kernels for
+    each new shape on first use (another 1-2 s for a bf16 forward + backward). Both are per process and
+    shared by every later model of the same shapes, so a GUI can call this in a background thread while
+    the user paints, and "Train" then shows its first preview seconds sooner. Safe to call more than once.
+    """
+    import time
+
+    from .model import UNet
+
+    start = time.perf_counter()
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    prec = pick_precision(dev, precision)
+    model = prepare_module(UNet(in_channels, n_classes, filters, depth), dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.zeros(batch_size, in_channels, patch_size, patch_size, device=dev)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(dev, prec):
+        loss = model(x).float().mean()
+    loss.backward()
+    optimizer.step()
+    with torch.inference_mode():
+        inference_network(model.eval(), dev, prec)(torch.zeros(1, in_channels, preview_size, preview_size, device=dev))
+    return time.perf_counter() - start
