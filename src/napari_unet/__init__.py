@@ -24,6 +24,7 @@ _EXPORTS = {
     "format_table": "metrics",
     "instance_scores": "metrics",
     "UNet": "model",
+    "predict_dask": "distributed",
     "count_parameters": "model",
     "iter_predict": "prediction",
     "predict": "prediction",
@@ -52,6 +53,7 @@ __all__ = [
     "label_contours",
     "load_model",
     "predict",
+    "predict_dask",
     "predict_proba",
     "read_image",
     "save_model",
@@ -77,6 +79,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .checkpoint import load_model, save_model
     from .contours import label_contours, write_contours
+    from .distributed import predict_dask
     from .errors import InputError
     from .io import read_image, write_labels
     from .metrics import evaluate, format_table, instance_scores
