@@ -92,3 +92,17 @@ def test_no_pairs_shows_a_hint(make_napari_viewer, messages):
     assert "No prediction" in widget._hint.value
     widget._export.changed.emit(True)
     assert len(messages["error"]) == 1 and "empty" in messages["error"][0]
+
+
+def test_default_selection_is_predictions_only_others_selectable(viewer):
+    viewer.add_labels(np.zeros((40, 40), np.uint8), name="tissue strokes")
+    viewer.add_labels(np.zeros((40, 40), np.uint8), name="my own prediction")  # a user's layer, by its name
+    widget = MetricsWidget(viewer)
+    chosen = {lay.name for lay in widget._predictions.value}
+    assert chosen == {"cells prediction", "tissue prediction", "my own prediction"}
+    offered = {lay.name for lay in widget._predictions.choices}
+    assert {"cells ground truth", "tissue strokes"} <= offered  # still selectable
+    # the user's choice sticks when layers come and go
+    widget._predictions.value = [viewer.layers["tissue strokes"]]
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="later prediction")
+    assert [lay.name for lay in widget._predictions.value] == ["tissue strokes"]

@@ -142,3 +142,20 @@ def test_model_file(qtbot, sample_viewer, tiny_model, tmp_path, messages):
     wait_until(qtbot, lambda: not widget.running, timeout=60)
     assert widget.outputs and widget.outputs[0].data.shape == (512, 512)
     assert not messages["error"]
+
+
+def test_closing_the_viewer_during_prediction_ends_the_worker(qtbot, predict_widget, sample_viewer, messages, caplog):
+    from qtpy.QtCore import QThreadPool
+
+    big = np.tile(sample_viewer.layers["nuclei"].data, (40, 1, 1))
+    sample_viewer.add_image(big, name="big stack")
+    predict_widget._polygons.value = True
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: predict_widget._progress.value > 0, timeout=60)
+    start = time.perf_counter()
+    sample_viewer.close()
+    assert QThreadPool.globalInstance().waitForDone(5000)
+    assert time.perf_counter() - start < 5
+    qtbot.wait(50)
+    assert not messages["error"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text  # no failed job

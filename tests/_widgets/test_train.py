@@ -131,19 +131,70 @@ def test_live_preview_layer(qtbot, train_widget, sample_viewer):
     assert layers.index(layers["nuclei strokes"]) > layers.index(preview)
 
 
-def test_removing_an_input_layer_stops_cleanly(qtbot, train_widget, sample_viewer, messages):
+@pytest.mark.parametrize("name", ["nuclei strokes", "nuclei"])
+def test_removing_an_input_layer_stops_cleanly(qtbot, train_widget, sample_viewer, messages, name):
+    before = snapshot(sample_viewer)
     train_widget.set_settings(time_limit=120)
     train_widget.start_training()
     wait_until(qtbot, lambda: _started(train_widget), timeout=60)
-    sample_viewer.layers.remove("nuclei strokes")
+    sample_viewer.layers.remove(name)
     wait_until(qtbot, lambda: not train_widget.running, timeout=5)
     qtbot.wait(50)
     assert not messages["error"]
-    assert any("was removed" in m for m in messages["warning"])
+    assert any(f"'{name}' was removed" in m for m in messages["warning"])
     assert train_widget._store.model is not None
+    assert "stopped" in train_widget._progress.native.format()
+    assert_unchanged(sample_viewer, before, [n for n in before if n != name])
 
 
-def test_closing_the_viewer_during_training_ends_the_worker(qtbot, train_widget, sample_viewer, messages):
+def test_train_stop_cycles_leave_no_threads(qtbot, train_widget, sample_viewer, messages):
+    import threading
+
+    from qtpy.QtCore import QThreadPool
+
+    def cycle() -> None:
+        train_widget.start_training()
+        wait_until(qtbot, lambda: _started(train_widget), timeout=60)
+        train_widget.stop_training()
+        wait_until(qtbot, lambda: not train_widget.running, timeout=5)
+
+    train_widget.set_settings(time_limit=120, preview_every=1)
+    cycle()  # the first run starts what lives on (torch's thread pool, napari's worker pool)
+    pool = QThreadPool.globalInstance()
+    assert pool.waitForDone(5000)
+    threads = threading.active_count()
+    for _ in range(5):
+        cycle()
+    assert pool.waitForDone(5000)
+    qtbot.waitUntil(lambda: threading.active_count() <= threads, timeout=5000)
+    assert pool.activeThreadCount() == 0
+    assert not messages["error"], messages
+
+
+def test_skipped_steps_are_reported(train_widget, tiny_model, messages):
+    from napari_unet.training import Done
+
+    train_widget._on_done(Done(tiny_model, 10, 1, 1.0, 0.5, None, False, skipped=3))
+    assert any("3 training steps were skipped" in m for m in messages["warning"]), messages
+    train_widget._on_done(Done(tiny_model, 10, 1, 1.0, 0.5, None, False))
+    assert len(messages["warning"]) == 1
+
+
+def test_preview_when_transposed_and_why_not_in_3d(qtbot, train_widget, sample_viewer):
+    sample_viewer.dims.order = (1, 0)  # the Transpose button
+    train_widget.set_settings(time_limit=4, preview_every=1)
+    train_widget.start_training()
+    wait_until(qtbot, lambda: not train_widget.running, timeout=60)
+    preview = sample_viewer.layers["nuclei preview"]
+    assert preview.data.shape == (512, 512) and preview.data.any()
+    assert train_widget._preview_note == ""
+    sample_viewer.dims.ndisplay = 3
+    train_widget._run_pairs = train_widget.pairs()
+    assert train_widget._current_view() is None
+    assert "3D" in train_widget._preview_note
+
+
+def test_closing_the_viewer_during_training_ends_the_worker(qtbot, train_widget, sample_viewer, messages, caplog):
     from qtpy.QtCore import QThreadPool
 
     train_widget.set_settings(time_limit=120)
@@ -155,6 +206,7 @@ def test_closing_the_viewer_during_training_ends_the_worker(qtbot, train_widget,
     assert time.perf_counter() - start < 5
     qtbot.wait(50)
     assert not messages["error"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text  # no failed job
 
 
 def test_save_and_load_model_with_annotations(qtbot, train_widget, sample_viewer, tiny_model, tmp_path):

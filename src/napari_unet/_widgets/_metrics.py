@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import napari.viewer
 
 AUTO = "auto"
+_PREDICTION_NAME = re.compile(r"prediction(\s*\[\d+\])?\s*$", re.IGNORECASE)
 SCORES = ("dice", "iou", "precision", "recall")
 HEADERS = ("image", "class", "Dice", "IoU", "precision", "recall")
 
@@ -35,9 +37,14 @@ class MetricsWidget(Container):
         self.rows: list[dict] = []  # the table's rows, mean rows included, with 'layer' for per-image rows
         self._watched: list = []
         self._closing = False
+        self._auto = True  # the selection follows the default until the user changes it
+        self._setting = False
 
         self._predictions = Select(choices=self._prediction_choices, label="Predictions", allow_multiple=True)
-        self._predictions.tooltip = "Layers to score; none selected = every prediction layer napari-unet made"
+        self._predictions.tooltip = (
+            "Layers to score. Selected by default: the prediction layers napari-unet made and layers named "
+            "'… prediction'; any other Labels layer can be selected too."
+        )
         self._predictions.native.setMaximumHeight(80)
         self._predictions.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self._truth = ComboBox(choices=self._truth_choices, label="Ground truth")
@@ -80,7 +87,8 @@ class MetricsWidget(Container):
         self._timer.setSingleShot(True)
         self._timer.setInterval(300)
         self._timer.timeout.connect(c.guarded(self.update_table))
-        for w in (self._predictions, self._truth, self._per_slice, self._multiclass):
+        self._predictions.changed.connect(self._on_predictions_changed)
+        for w in (self._truth, self._per_slice, self._multiclass):
             w.changed.connect(self.schedule)
         self._recompute.changed.connect(c.guarded(self.update_table))
         self._export.changed.connect(c.guarded(lambda: self.export_csv()))
@@ -104,16 +112,44 @@ class MetricsWidget(Container):
     def _on_layers_changed(self, *_) -> None:
         if not self._alive():
             return
-        self._predictions.reset_choices()
+        self._setting = True
+        try:
+            self._predictions.reset_choices()
+        finally:
+            self._setting = False
         self._truth.reset_choices()
+        self._apply_default_selection()
         self.schedule()
+
+    def _on_predictions_changed(self, *_) -> None:
+        if not self._setting:  # the user chose: keep their choice (an empty choice means the default again)
+            self._auto = not self._predictions.value
+        self.schedule()
+
+    def default_predictions(self) -> list:
+        """The layers scored unless the user chooses: napari-unet's finished predictions and '… prediction' layers."""
+        return [
+            lay
+            for lay in c.labels_layers(self._viewer)
+            if (c.role(lay) == c.PREDICTION and lay.metadata.get("napari_unet_complete", True))
+            or (c.role(lay) is None and _PREDICTION_NAME.search(lay.name))
+        ]
+
+    def _apply_default_selection(self) -> None:
+        if not self._auto:
+            return
+        wanted = self.default_predictions()
+        if [id(x) for x in self._predictions.value] != [id(x) for x in wanted]:
+            self._setting = True
+            try:
+                self._predictions.value = wanted
+            finally:
+                self._setting = False
 
     def pairs(self) -> list[tuple]:
         """(prediction, ground truth) layer pairs to score."""
         labels = c.labels_layers(self._viewer)
-        predictions = list(self._predictions.value) or [
-            lay for lay in labels if c.role(lay) == c.PREDICTION and lay.metadata.get("napari_unet_complete", True)
-        ]
+        predictions = list(self._predictions.value) or self.default_predictions()
         out = []
         for pred in predictions:
             truth = self._truth.value
@@ -134,6 +170,7 @@ class MetricsWidget(Container):
         """Score every pair and fill the table; returns the rows (per image, then mean rows)."""
         if not self._alive():
             return []
+        self._apply_default_selection()  # a prediction may have completed since the layers last changed
         pairs = self.pairs()
         self._watch([x for pair in pairs for x in pair])
         rows: list[dict] = []
@@ -162,7 +199,7 @@ class MetricsWidget(Container):
         else:
             against = ", ".join(f"'{html.escape(p.name)}' vs '{html.escape(t.name)}'" for p, t in pairs[:3])
             more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
-            how = "chosen" if self._predictions.value else "every prediction layer, paired by name"
+            how = "default choice, paired by name" if self._auto else "chosen"
             self._hint.value = f"<small>Scored {against}{more} ({how}). Click a row to select its layer.</small>"
         return rows
 
