@@ -15,13 +15,12 @@ No Qt, no napari: workers only need this package and torch.
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 
 import numpy as np
 import torch
 
-from .data import _NORMALIZATION_SAMPLE, DEFAULT_NORMALIZATION
+from .data import DEFAULT_NORMALIZATION, apply_stats, plane_stats, sample_step
 from .errors import InputError
 from .model import UNet
 from .prediction import (
@@ -44,52 +43,6 @@ def as_dask(image, chunks=None):
     if chunks is None and hasattr(image, "chunks") and not isinstance(image, np.ndarray):
         return da.from_array(image, chunks=tuple(image.chunks))  # zarr: one task per stored chunk
     return da.from_array(image, chunks=chunks if chunks is not None else "auto")
-
-
-def _sample_step(h: int, w: int) -> int:
-    """The stride of the sample ``normalize`` takes its percentiles from (the same formula)."""
-    return max(1, int(math.sqrt(h * w / _NORMALIZATION_SAMPLE)))
-
-
-def plane_stats(sample: np.ndarray, rule: dict | None = None) -> np.ndarray:
-    """Per-channel (low, scale) of a (C, h, w) sample, exactly as ``data.normalize`` computes them."""
-    rule = rule or DEFAULT_NORMALIZATION
-    if rule.get("method") != "percentile":
-        raise InputError(f"Unknown normalization method {rule.get('method')!r} in the model file.")
-    out = np.zeros((sample.shape[0], 2), np.float64)
-    for c in range(sample.shape[0]):
-        s = np.asarray(sample[c], dtype=np.float32)
-        s = s[np.isfinite(s)]
-        if s.size == 0:
-            out[c] = (0.0, math.inf)  # normalize makes such a channel all zeros
-            continue
-        lo, hi = np.percentile(s, [rule["low"], rule["high"]])
-        scale = hi - lo
-        if not np.isfinite(scale) or scale <= 0:
-            scale = float(np.max(s) - np.min(s)) or 1.0
-            lo = float(np.min(s))
-        out[c] = (lo, scale)
-    return out
-
-
-def apply_stats(plane: np.ndarray, stats: np.ndarray) -> np.ndarray:
-    """Normalize a (C, H, W) block with per-channel (low, scale): the arithmetic of ``data.normalize``."""
-    out = np.empty(plane.shape, np.float32)
-    for c in range(plane.shape[0]):
-        ch = np.asarray(plane[c], dtype=np.float32)
-        lo, scale = stats[c]
-        if math.isinf(scale):
-            out[c] = 0
-            continue
-        lo = np.float64(lo)
-        if abs(lo) + scale < 1e37:
-            np.subtract(ch, lo, out=out[c])
-            out[c] /= np.float64(scale)
-        else:
-            np.divide(ch, np.float64(scale), out=out[c])
-            out[c] -= lo / scale
-        out[c][~np.isfinite(ch)] = 0
-    return out
 
 
 def _stats_block(block: np.ndarray, rule: dict) -> np.ndarray:
@@ -205,7 +158,7 @@ def predict_dask(
 
     # per-plane statistics from the sample normalize() would take, one small task per plane
     rule = model.meta.get("normalization") or DEFAULT_NORMALIZATION
-    step = _sample_step(h, w)
+    step = sample_step(h, w)
     sample = arr[..., ::step, ::step].rechunk((1,) * (nd - 3) + (-1, -1, -1))
     stats_lazy = sample.map_blocks(
         _stats_block,
