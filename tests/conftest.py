@@ -35,3 +35,13 @@ def tiny_model(blobs, tiny):
 
     image, labels = blobs
     return train(image, labels, mode="dense", **tiny)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """A 48x48 image of one bright disk and its mask (shared by the bad-input and interruption tests)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    labels = ((yy - 20) ** 2 + (xx - 24) ** 2 < 100).astype(np.uint8)
+    image = (labels * 100 + rng.normal(20, 5, labels.shape)).astype(np.float32)
+    return image, labels

@@ -49,15 +49,6 @@ def raises_clear(fn, *words: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:48, :48]
-    labels = ((yy - 20) ** 2 + (xx - 24) ** 2 < 100).astype(np.uint8)
-    image = (labels * 100 + rng.normal(20, 5, labels.shape)).astype(np.float32)
-    return image, labels
-
-
-@pytest.fixture(scope="module")
 def model(data):
     image, labels = data
     return train(image, labels, mode="dense", **TINY)

@@ -22,15 +22,6 @@ from napari_unet.cli import main
 TINY = dict(filters=4, depth=2, patch_size=32, batch_size=2, steps_per_epoch=3, time_limit=None, augment=False)
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:48, :48]
-    labels = ((yy - 20) ** 2 + (xx - 24) ** 2 < 100).astype(np.uint8)
-    image = (labels * 100 + rng.normal(20, 5, labels.shape)).astype(np.float32)
-    return image, labels
-
-
 def _state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
