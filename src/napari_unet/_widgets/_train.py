@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import html
+import logging
+import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +45,28 @@ MODE_TIP = (
     "Complete masks (dense): 0 = background, any value > 0 = foreground (instance masks work as they are),\n"
     "or the class id with 'dense labels are class ids' (advanced)."
 )
+
+
+_warm_up_started = False
+
+
+def _warm_up_in_background() -> None:
+    """Once per process, pay torch's first-step costs (imports, oneDNN kernels: seconds) in a daemon thread
+    while the user looks and paints, so that Train shows its first preview sooner."""
+    global _warm_up_started
+    if _warm_up_started or os.environ.get("NAPARI_UNET_NO_WARMUP"):
+        return
+    _warm_up_started = True
+
+    def run() -> None:
+        try:
+            from ..runtime import warm_up
+
+            warm_up()
+        except Exception:  # only an optimization: training works the same without it
+            logging.getLogger("napari_unet").debug("warm-up failed", exc_info=True)
+
+    threading.Thread(target=run, name="napari-unet-warm-up", daemon=True).start()
 
 
 class _PairRow(Container):
@@ -217,6 +242,7 @@ class TrainWidget(Container):
 
         self.refresh_pairs()
         self._update_model_info()
+        _warm_up_in_background()
 
     # ------------------------------------------------------------------------------------------ pairs
 
