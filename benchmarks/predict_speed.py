@@ -38,6 +38,20 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if denom == 0 else float(2 * (a & b).sum() / denom)
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``--set key=value`` items as TrainConfig overrides; values are Python literals, else strings."""
+    import ast
+
+    overrides = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
 def machine() -> str:
     from napari_unet.runtime import cpu_has_fast_bf16
 

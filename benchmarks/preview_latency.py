@@ -18,7 +18,6 @@ the oneDNN kernels for the default shapes).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import subprocess
 import sys
@@ -64,15 +63,9 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, e.g. pseudo_labels=none")
     args = ap.parse_args(argv)
-    from predict_speed import machine
+    from predict_speed import machine, parse_overrides
 
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
+    overrides = parse_overrides(args.set)
 
     print(f"machine: {machine()}")
     rows = []

@@ -19,7 +19,6 @@ second for the trainer. Target: trainer >= 0.8x the bare step.
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 
 import torch
@@ -31,12 +30,9 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, e.g. batch_size=16")
     args = ap.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        overrides[k] = ast.literal_eval(v)
+    from predict_speed import machine, parse_overrides
 
-    from predict_speed import machine
+    overrides = parse_overrides(args.set)
 
     from napari_unet import Trainer
     from napari_unet.losses import segmentation_loss

@@ -78,3 +78,16 @@ def wait_until(qtbot, condition, timeout: float = 30.0) -> float:
     start = time.perf_counter()
     qtbot.waitUntil(condition, timeout=int(timeout * 1000))
     return time.perf_counter() - start
+
+
+def assert_close_ends_cleanly(qtbot, viewer, messages, caplog) -> None:
+    """Closing the viewer mid-job ends every worker within 5 s, with no error shown or logged."""
+    from qtpy.QtCore import QThreadPool
+
+    start = time.perf_counter()
+    viewer.close()
+    assert QThreadPool.globalInstance().waitForDone(5000)
+    assert time.perf_counter() - start < 5
+    qtbot.wait(50)
+    assert not messages["error"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text  # no failed job

@@ -12,7 +12,7 @@ import pytest
 from napari_unet._widgets._predict import PredictWidget
 from napari_unet._widgets._state import get_store
 
-from .conftest import assert_unchanged, snapshot, wait_until
+from .conftest import assert_close_ends_cleanly, assert_unchanged, snapshot, wait_until
 
 
 @pytest.fixture
@@ -145,17 +145,10 @@ def test_model_file(qtbot, sample_viewer, tiny_model, tmp_path, messages):
 
 
 def test_closing_the_viewer_during_prediction_ends_the_worker(qtbot, predict_widget, sample_viewer, messages, caplog):
-    from qtpy.QtCore import QThreadPool
 
     big = np.tile(sample_viewer.layers["nuclei"].data, (40, 1, 1))
     sample_viewer.add_image(big, name="big stack")
     predict_widget._polygons.value = True
     predict_widget.start_prediction()
     wait_until(qtbot, lambda: predict_widget._progress.value > 0, timeout=60)
-    start = time.perf_counter()
-    sample_viewer.close()
-    assert QThreadPool.globalInstance().waitForDone(5000)
-    assert time.perf_counter() - start < 5
-    qtbot.wait(50)
-    assert not messages["error"]
-    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text  # no failed job
+    assert_close_ends_cleanly(qtbot, sample_viewer, messages, caplog)
