@@ -100,9 +100,26 @@ def test_console_script_and_version():
     assert out.returncode == 0 and out.stdout.startswith("napari-unet ")
 
 
-def test_demo_writes_everything(tmp_path, capsys):
+def test_demo_writes_everything_and_keeps_earlier_outputs(tmp_path, capsys):
     rc = main(["demo", "-o", str(tmp_path), "--time-limit", "2"])
     assert rc == 0
     names = {p.name for p in tmp_path.iterdir()}
     assert {"model.pt", "nuclei_right_labels.tif", "nuclei_right_contours.geojson", "metrics.csv", "overlay.png"} <= names
     assert "dice" in capsys.readouterr().out
+    before = (tmp_path / "model.pt").read_bytes()
+    assert main(["demo", "-o", str(tmp_path), "--time-limit", "2"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "model.pt").read_bytes() == before
+
+
+def test_predict_checks_every_output_before_writing_any(files, tiny_model, capsys):
+    from napari_unet import save_model
+
+    save_model(tiny_model, files / "m.pt")
+    out = files / "out"
+    out.mkdir()
+    (out / "stack_labels.tif").write_bytes(b"precious")  # the second image's output exists
+    rc = main(["predict", str(files / "m.pt"), str(files / "img.tif"), str(files / "stack.npy"), "-o", str(out)])
+    assert rc == 2 and "already exists" in capsys.readouterr().err
+    assert not (out / "img_labels.tif").exists()  # nothing written for the first image either
+    assert (out / "stack_labels.tif").read_bytes() == b"precious"

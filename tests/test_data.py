@@ -70,6 +70,19 @@ def test_guess_label_mode():
     inst[40:, 40:] = 60
     assert guess_label_mode([inst]) == "dense"
     assert guess_label_mode([(inst > 0).astype(int)]) == "dense"
+    few = np.zeros((50, 50), int)  # an instance mask of 5 blobs: not scribbles
+    for k in range(1, 6):
+        few[8 * k : 8 * k + 5, 10:16] = k
+    assert guess_label_mode([few]) == "dense"
+    one_each = np.zeros((50, 50), int)  # one background and one foreground stroke
+    one_each[5, 5:20], one_each[30, 5:20] = 1, 2
+    assert guess_label_mode([one_each]) == "sparse"
+    three = strokes.copy()  # background in two pieces, two classes
+    three[40, 5:20], three[45, 30:40] = 3, 1
+    assert guess_label_mode([three]) == "sparse"
+    from napari_unet.sample_data import nuclei_labels
+
+    assert guess_label_mode([nuclei_labels()[:200, :200]]) == "dense"
 
 
 def test_channel_axis_detection():

@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train from scribbles on 0.2%% of the pixels (default) or from the complete masks",
     )
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in the folder")
     _add_runtime(d)
     return parser
 
@@ -331,6 +332,14 @@ def _write_prediction_zarr(model, image, path: Path, overwrite: bool, options: d
             dask.compute(store, scheduler="threads", num_workers=1)
 
 
+def _refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    """Refuse before any work if an output exists, unless --overwrite: nothing the user has is replaced."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise InputError(f"{existing[0]}{more} already exists; choose another output folder or pass --overwrite.")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -360,6 +369,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         for target in outputs:
             _refuse_inputs(target, [*args.images, args.model], "The output")
+        _refuse_existing(outputs, args.overwrite)  # all up front: never stop halfway through a batch
     client = _dask_client(args.scheduler)
     for path, stem, suffix in zip(tqdm(args.images, desc="predicting", unit="image"), stems, suffixes, strict=True):
         image = read_image(path)
@@ -370,8 +380,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             _write_prediction(model, image, target, args.overwrite, options)
         if args.contours:
             contour_path = outdir / f"{stem}_contours.{args.contours}"
-            if contour_path.exists() and not args.overwrite:
-                raise InputError(f"{contour_path} already exists; pass --overwrite to replace it.")
             write_contours(label_contours(np.asarray(read_image(target))), contour_path)
         print(f"{path} -> {target}")
     return 0
@@ -435,6 +443,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .training import Trainer
 
     outdir = check_writable(args.output)
+    names = ["model.pt", "nuclei_right_labels.tif", "nuclei_right_contours.geojson", "nuclei_right_contours.csv",
+             "metrics.csv", "overlay.png"]  # fmt: skip
+    _refuse_existing([outdir / n for n in names], args.overwrite)
     image, truth = nuclei(), nuclei_labels()
     half = image.shape[1] // 2
     strokes = args.labels == "strokes"

@@ -264,21 +264,33 @@ def _integer_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
     return labels.astype(np.int64, copy=False)
 
 
+_MAX_GUESSED_SCRIBBLE_ID = 9  # background + up to 8 classes; more distinct ids look like instance masks
+
+
 def guess_label_mode(labels_list: Sequence[np.ndarray]) -> str:
-    """'sparse' for scribbles (few small ids, mostly unannotated, 1 = background present), else 'dense'."""
+    """'sparse' for scribbles, else 'dense'; the CLI and the widget say which they chose, and both can be forced.
+
+    Scribbles: few ids (1 = background plus a few classes), most pixels unannotated, and background strokes
+    scattered in several pieces. An instance mask with a handful of objects has the first two traits but
+    not the third: each of its ids is one blob.
+    """
+    from scipy import ndimage as ndi
+
     total = annotated = 0
     values: set[int] = set()
-    for labels in labels_list:
-        lab = np.asarray(labels)
+    arrays = [np.asarray(labels) for labels in labels_list]
+    for lab in arrays:
         total += lab.size
         annotated += int(np.count_nonzero(lab))
-        vmax = int(lab.max()) if lab.size else 0
-        if vmax > MAX_CLASSES + 1:
+        if lab.size and int(lab.max()) > _MAX_GUESSED_SCRIBBLE_ID:
             return "dense"
         values |= set(np.unique(lab).tolist())
-    if 1 in values and any(v >= 2 for v in values) and annotated < 0.5 * max(total, 1):
-        return "sparse"
-    return "dense"
+    if not (1 in values and any(v >= 2 for v in values) and annotated < 0.5 * max(total, 1)):
+        return "dense"
+    if max(values) <= 2:
+        return "sparse"  # just background and one class: scribbles even when each is a single stroke
+    pieces = sum(ndi.label(lab == 1)[1] for lab in arrays)
+    return "sparse" if pieces >= 2 else "dense"
 
 
 def labels_to_target(labels: np.ndarray, mode: str, multiclass: bool = False) -> np.ndarray:
