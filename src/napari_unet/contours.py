@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from skimage.measure import find_contours, regionprops
-from skimage.segmentation import find_boundaries
 
 
 @dataclass(frozen=True)
@@ -40,15 +39,6 @@ def label_contours(labels: np.ndarray) -> list[Contour]:
                 continue
             ring = max(rings, key=len) + np.array([r0 - 1, c0 - 1])
             out.append(Contour(int(region.label), tuple(int(i) for i in idx), ring))
-    return out
-
-
-def boundaries(labels: np.ndarray) -> np.ndarray:
-    """A boolean mask of object boundaries (for overlays in PNG exports)."""
-    labels = np.asarray(labels)
-    out = np.zeros(labels.shape, bool)
-    for idx in np.ndindex(*labels.shape[:-2]):
-        out[idx] = find_boundaries(labels[idx], mode="inner")
     return out
 
 

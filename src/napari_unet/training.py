@@ -383,7 +383,7 @@ class Trainer:
         budget = max_pixels
         merged = []
         for s, held in zip(self.train_samples, self._held_out, strict=True):
-            if s.target.size > budget:
+            if s.target.size > budget or self._stop:  # Stop is honoured between planes
                 merged.append(s)
                 continue
             budget -= s.target.size
@@ -399,7 +399,7 @@ class Trainer:
 
         merged = []
         for s, strokes, held in zip(self.train_samples, self._stroke_samples, self._held_out, strict=True):
-            if not np.any(s.target >= PSEUDO):
+            if self._stop or not np.any(s.target >= PSEUDO):
                 merged.append(s)
                 continue
             probs = predict_proba_plane(self.model, s.image, device=self.device, precision=self.precision)
@@ -526,7 +526,7 @@ class Trainer:
                 "multiclass": self.config.multiclass,
                 "napari_unet_version": __version__,
                 "training": {
-                    "config": {k: v for k, v in dataclasses.asdict(self.config).items()},
+                    "config": dataclasses.asdict(self.config),
                     "history": history,
                     "steps": sum(h["steps"] for h in history),
                 },
