@@ -46,6 +46,25 @@ def test_new_scribble_layer_and_classes(train_widget, sample_viewer, messages):
     assert not messages["error"]
 
 
+def test_explicit_label_mode_survives_a_refresh(train_widget, sample_viewer):
+    assert train_widget._mode.value == "sparse"  # guessed from the strokes
+    train_widget._mode.value = "dense"  # the user's explicit choice
+    sample_viewer.add_image(np.zeros((64, 64), np.float32), name="another image")
+    assert train_widget._mode.value == "dense"
+    train_widget.refresh_pairs()
+    assert train_widget._mode.value == "dense"
+
+
+def test_add_class_in_dense_mode_selects_a_new_class(train_widget, sample_viewer):
+    truth = sample_viewer.layers["nuclei ground truth"]
+    train_widget.set_pairs([(sample_viewer.layers["nuclei"], truth)])
+    assert train_widget._mode.value == "dense"
+    train_widget._multiclass.value = True
+    max_label = int(np.asarray(truth.data).max())
+    train_widget.add_class()
+    assert truth.selected_label == max_label + 1
+
+
 @pytest.mark.parametrize("case", ["no image", "no labels", "nothing annotated", "bad setting"])
 def test_bad_input_shows_an_error_and_changes_nothing(make_napari_viewer, sample_viewer, messages, case):
     viewer = sample_viewer
@@ -124,11 +143,59 @@ def test_live_preview_layer(qtbot, train_widget, sample_viewer):
     train_widget.start_training()
     wait_until(qtbot, lambda: not train_widget.running, timeout=60)
     preview = sample_viewer.layers["nuclei preview"]
-    assert preview.data.ndim == 2 and preview.data.max() >= 0
+    assert preview.data.ndim == 2 and preview.data.any()
     assert preview.metadata["napari_unet_role"] == "preview"
     # the annotation layer stays above the preview, so painting goes on undisturbed
     layers = sample_viewer.layers
     assert layers.index(layers["nuclei strokes"]) > layers.index(preview)
+
+
+def test_failing_final_preview_keeps_the_model(qtbot, train_widget, sample_viewer, monkeypatch, messages):
+    from napari_unet._widgets import _train_job
+
+    def broken(self, model, view):
+        raise RuntimeError("preview broke")
+
+    monkeypatch.setattr(_train_job._Previewer, "__call__", broken)
+    train_widget.set_settings(time_limit=2, preview_every=1)
+    train_widget.start_training()
+    wait_until(qtbot, lambda: not train_widget.running, timeout=60)
+    assert train_widget._store.model is not None
+    assert "Done" in train_widget._status.value
+    assert not messages["error"], messages
+
+
+class _NoFullPlane(np.ndarray):
+    """An image that fails if a whole plane is read: large planes must be cropped before any conversion."""
+
+    def __getitem__(self, index):
+        out = super().__getitem__(index)
+        if isinstance(out, np.ndarray) and out.ndim >= 2 and max(out.shape[:2]) > 100:
+            raise AssertionError(f"read {out.shape} of a large plane")
+        return out
+
+    def __array__(self, *args, **kwargs):
+        if self.ndim >= 2 and max(self.shape[-2:]) > 100:
+            raise AssertionError("converted the whole image")
+        return np.asarray(self.view(np.ndarray), *args, **kwargs)
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_large_plane_preview_reads_only_the_crop(tiny_model, monkeypatch, rgb):
+    from napari_unet._widgets import _train_job
+
+    monkeypatch.setattr(_train_job, "_LARGE_PLANE", 100 * 100)
+    rng = np.random.default_rng(0)
+    shape = (2, 300, 300, 3) if rgb else (2, 300, 300)
+    image = rng.random(shape).astype(np.float32).view(_NoFullPlane)
+    previewer = _train_job._Previewer([image], [rgb])
+    if rgb:  # the tiny model has one input channel: check only what is read
+        box = (slice(10, 74), slice(20, 84))
+        assert _train_job._plane_chw(image, (1,), True, box).shape == (3, 64, 64)
+        return
+    labels = previewer(tiny_model, _train_job.View(0, (1,), (10, 74), (20, 84)))
+    assert labels.shape == (64, 64)
+    assert not previewer.cache
 
 
 @pytest.mark.parametrize("name", ["nuclei strokes", "nuclei"])

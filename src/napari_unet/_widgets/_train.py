@@ -108,8 +108,7 @@ class TrainWidget(Container):
         # every visible change costs a repaint of the window (~20 ms under software OpenGL): progress, status
         # and plot change together, at most twice a second (and at each epoch end)
         self._ui_throttle = c.Throttle(0.5)
-        self._round_step = 0
-        self._last_event = None
+        self._guessed_for: tuple[int, ...] = ()
         self._closing = False
 
         # ---- data
@@ -291,14 +290,19 @@ class TrainWidget(Container):
             if r.annotations.value is None and r.use.value:
                 r.use.value = False
         chosen = [lab for _, lab in self.pairs()]
-        if chosen:
+        guessed_for = tuple(id(lab) for lab in chosen)
+        if chosen and guessed_for != self._guessed_for:
+            # guess only when the chosen annotation layers change, so a user's explicit choice sticks
             from ..data import guess_label_mode
 
             try:
-                mode = guess_label_mode([np.asarray(lab.data) for lab in chosen])
+                guess = guess_label_mode([np.asarray(lab.data) for lab in chosen])
             except Exception:
-                mode = self._mode.value
-            self._mode.value = mode
+                guess = self._mode.value
+            self._mode.value = guess
+        self._guessed_for = guessed_for
+        if chosen:
+            mode = self._mode.value
             annotated = sum(int(np.count_nonzero(lab.data)) for lab in chosen)
             total = sum(int(np.size(lab.data)) for lab in chosen)
             share = 100 * annotated / max(total, 1)
@@ -322,7 +326,6 @@ class TrainWidget(Container):
                 self._status.value = f"Stopping: the layer '{layer.name}' was removed."
                 QTimer.singleShot(0, lambda name=layer.name: self._notice_removed(name))
             elif layer is self._preview_layer:
-                self._preview_layer = None
                 self._preview_off_this_run = True
                 self._inbox.preview = False
         if layer is self._preview_layer:
@@ -384,12 +387,15 @@ class TrainWidget(Container):
         layer = self._legend_layer()
         if layer is None:
             raise InputError("Choose or add an annotation layer first ('New scribble layer').")
-        n = self._n_labels.get(id(layer), max(2, _max_label(layer))) + 1
-        self._n_labels[id(layer)] = n
-        if c.role(layer) == c.SCRIBBLES:
-            layer.colormap = c.scribble_colormap(n)
-            _set_features(layer, n)
-        layer.selected_label = n if self._mode.value == "sparse" else n - 1
+        if self._mode.value == "sparse":
+            n = self._n_labels.get(id(layer), max(2, _max_label(layer))) + 1
+            self._n_labels[id(layer)] = n
+            if c.role(layer) == c.SCRIBBLES:
+                layer.colormap = c.scribble_colormap(n)
+                _set_features(layer, n)
+            layer.selected_label = n
+        else:  # complete masks: classes are 1..max, the next one is max + 1
+            layer.selected_label = _max_label(layer) + 1
         self._viewer.layers.selection.active = layer
         self._update_legend()
 
@@ -501,8 +507,6 @@ class TrainWidget(Container):
         self._preview_off_this_run = False
         self._preview_note = ""
         self._strokes_dirty = False
-        self._last_event = None
-        self._round_step = 0
         self._plot.clear()
         self._run_started = time.perf_counter()
         for _, lab in pairs:
@@ -622,7 +626,6 @@ class TrainWidget(Container):
         from ..training import Done
 
         if isinstance(event, Tick):
-            self._last_event = event
             self._plot.add_loss(event.step, event.loss)
             if event.epoch:
                 self._plot.add_dice(event.step, event.val_dice)
@@ -635,7 +638,6 @@ class TrainWidget(Container):
             if event.number > 1:
                 self._plot.add_round(event.step)
                 c.report_info(f"Training took in the new strokes ({event.annotated} annotated pixels).")
-            self._round_step = event.step
             what = "scribbles" if event.mode == "sparse" else "complete masks"
             self._status.value = (
                 f"Round {event.number}: {event.annotated:,} annotated pixels ({what}), "

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,8 +114,12 @@ class Inbox:
             trainer.stop()
 
 
-def _plane_chw(image, plane: tuple[int, ...], rgb: bool) -> np.ndarray:
-    p = np.asarray(image[plane] if plane else image)
+def _plane_chw(image, plane: tuple[int, ...], rgb: bool, box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """One plane (or only its ``box`` of rows, cols) as float32 channels-first; reads no more than that."""
+    index = tuple(plane)
+    if box is not None:
+        index += tuple(box) + ((slice(None),) if rgb else ())
+    p = np.asarray(image[index] if index else image)
     return np.moveaxis(p, -1, 0).astype(np.float32) if rgb else p[None].astype(np.float32)
 
 
@@ -140,7 +145,8 @@ class _Previewer:
             shape = np.shape(image)
             plane_size = int(np.prod(shape[-3:-1] if self.rgb[view.image] else shape[-2:]))
             if plane_size > _LARGE_PLANE:
-                crop = normalize(_plane_chw(image, view.plane, self.rgb[view.image])[:, r0:r1, c0:c1], rule)
+                box = (slice(r0, r1), slice(c0, c1))
+                crop = normalize(_plane_chw(image, view.plane, self.rgb[view.image], box), rule)
             else:
                 if len(self.cache) >= 4:
                     self.cache.pop(next(iter(self.cache)))
@@ -277,7 +283,15 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
         previous, current = current, new_labels
     stopped = inbox.stop_requested
     if inbox.preview and not stopped:
-        shown = preview(model, steps_done)
+        # a preview still running shares the previewer's cache: let it finish (or drop it if not started) first
+        if pending is not None and not pending.cancel():
+            futures_wait([pending])
+        pending = None
+        try:
+            shown = preview(model, steps_done)
+        except Exception:  # a failed preview must not lose the trained model
+            log.exception("napari-unet: preview failed")
+            shown = None
         if shown is not None:
             yield shown
     yield Done(model, steps_done, epochs_done, time.perf_counter() - start, loss, val_dice, stopped, skipped)
