@@ -106,3 +106,14 @@ def test_default_selection_is_predictions_only_others_selectable(viewer):
     widget._predictions.value = [viewer.layers["tissue strokes"]]
     viewer.add_labels(np.zeros((8, 8), np.uint8), name="later prediction")
     assert [lay.name for lay in widget._predictions.value] == ["tissue strokes"]
+
+
+def test_explicit_truth_skips_predictions_of_another_shape(viewer):
+    widget = MetricsWidget(viewer)
+    widget._predictions.value = [viewer.layers["cells prediction"], viewer.layers["tissue prediction"]]
+    widget._truth.value = viewer.layers["tissue ground truth"]
+    rows = widget.update_table()
+    assert [(r["image"], r["ground truth"]) for r in rows] == [("tissue prediction", "tissue ground truth")]
+    assert widget._table.rowCount() == 1
+    assert "cells prediction" in widget._hint.value
+    assert [p.name for p, _ in widget.pairs()] == ["tissue prediction"]

@@ -148,16 +148,23 @@ class MetricsWidget(Container):
 
     def pairs(self) -> list[tuple]:
         """(prediction, ground truth) layer pairs to score."""
+        return self._pairs_and_skipped()[0]
+
+    def _pairs_and_skipped(self) -> tuple[list[tuple], list[tuple]]:
+        """The pairs to score, and those left out because the two layers' shapes differ."""
         labels = c.labels_layers(self._viewer)
         predictions = list(self._predictions.value) or self.default_predictions()
-        out = []
+        out, skipped = [], []
         for pred in predictions:
             truth = self._truth.value
             if truth == AUTO:
                 truth = c.best_truth_layer(pred, labels)
             if truth is not None and truth is not pred:
-                out.append((pred, truth))
-        return out
+                if tuple(np.shape(pred.data)) == tuple(np.shape(truth.data)):
+                    out.append((pred, truth))
+                else:
+                    skipped.append((pred, truth))
+        return out, skipped
 
     # ------------------------------------------------------------------------------------------ table
 
@@ -171,13 +178,11 @@ class MetricsWidget(Container):
         if not self._alive():
             return []
         self._apply_default_selection()  # a prediction may have completed since the layers last changed
-        pairs = self.pairs()
+        pairs, skipped = self._pairs_and_skipped()
         self._watch([x for pair in pairs for x in pair])
         rows: list[dict] = []
         for pred, truth in pairs:
             p, t = np.asarray(pred.data), np.asarray(truth.data)
-            if p.shape != t.shape:
-                raise InputError(f"'{pred.name}' has shape {p.shape} but '{truth.name}' has {t.shape}.")
             for row in evaluate(
                 p, t, names=[pred.name], multiclass=self._multiclass.value, per_slice=self._per_slice.value
             ):
@@ -201,6 +206,11 @@ class MetricsWidget(Container):
             more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
             how = "default choice, paired by name" if self._auto else "chosen"
             self._hint.value = f"<small>Scored {against}{more} ({how}). Click a row to select its layer.</small>"
+        if skipped:
+            names = ", ".join(f"'{html.escape(p.name)}'" for p, _ in skipped)
+            self._hint.value = self._hint.value.replace("</small>", "") + (
+                f" Not scored (shape differs from the ground truth): {names}.</small>"
+            )
         return rows
 
     def _fill(self, rows: list[dict]) -> None:
