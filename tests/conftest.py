@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,7 @@ torch.set_num_threads(2)
 TINY = dict(filters=4, depth=2, patch_size=32, batch_size=2, epochs=1, steps_per_epoch=3, time_limit=None)
 
 
-@pytest.fixture
-def blobs() -> tuple[np.ndarray, np.ndarray]:
+def make_blobs() -> tuple[np.ndarray, np.ndarray]:
     """A 64x80 image of bright disks on a noisy background, and their instance labels."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:64, :80]
@@ -25,16 +26,29 @@ def blobs() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    return make_blobs()
+
+
+@pytest.fixture
 def tiny() -> dict:
     return dict(TINY)
 
 
-@pytest.fixture
-def tiny_model(blobs, tiny):
+@pytest.fixture(scope="session")
+def _trained_blobs_model():
+    """Trained once per session until it segments the blobs (Dice > 0.9), so agreement tests mean something."""
     from napari_unet import train
 
-    image, labels = blobs
-    return train(image, labels, mode="dense", **tiny)
+    image, labels = make_blobs()
+    return train(image, labels, mode="dense", filters=8, depth=2, patch_size=32, epochs=4, steps_per_epoch=20,
+                 time_limit=None, learning_rate=5e-3)  # fmt: skip
+
+
+@pytest.fixture
+def tiny_model(_trained_blobs_model):
+    """A fresh copy for each test: tests may fine-tune or modify it."""
+    return copy.deepcopy(_trained_blobs_model)
 
 
 @pytest.fixture(scope="module")

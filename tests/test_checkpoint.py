@@ -79,7 +79,7 @@ def test_junk_truncated_and_foreign_files(tiny_model, tmp_path):
 
 def test_incompatible_weights(tiny_model, tmp_path):
     payload = torch.load(save_model(tiny_model, tmp_path / "m.pt"), weights_only=True)
-    payload["config"] = payload["config"].replace('"filters": 4', '"filters": 8')
+    payload["config"] = payload["config"].replace('"filters": 8', '"filters": 16')
     bad = tmp_path / "bad.pt"
     torch.save(payload, bad)
     with pytest.raises(InputError, match="inconsistent"):

@@ -77,7 +77,7 @@ def test_fused_network_is_rebuilt_when_weights_change(tiny_model, blobs):
     with torch.no_grad():
         tiny_model.head.bias.add_(5.0)  # in place, like an optimizer step
     b = predict_proba_plane(tiny_model, plane, precision="fp32")
-    assert (b > a).all()
+    assert (b >= a).all() and (b - a).mean() > 0.1  # probabilities already at 1.0 cannot rise
 
 
 def test_unknown_architecture_falls_back_to_autocast(blobs):
