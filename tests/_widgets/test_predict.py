@@ -109,7 +109,20 @@ def test_cancel_takes_effect_within_a_second(qtbot, predict_widget, sample_viewe
     assert QThreadPool.globalInstance().waitForDone(5000)
     assert time.perf_counter() - clicked < 1.0
     assert "(incomplete)" in predict_widget.outputs[0].name
+    assert predict_widget.outputs[0].editable  # the user may fix the incomplete result
     assert not messages["error"]
+
+
+def test_prediction_layer_is_read_only_while_the_job_writes_it(qtbot, predict_widget, sample_viewer):
+    predict_widget._all.value = False
+    predict_widget._images.value = [sample_viewer.layers["nuclei"]]
+    predict_widget.start_prediction()
+    (layer,) = predict_widget.outputs
+    assert predict_widget.running
+    assert not layer.editable
+    wait_until(qtbot, lambda: not predict_widget.running, timeout=60)
+    assert layer.metadata["napari_unet_complete"]
+    assert layer.editable
 
 
 @pytest.mark.parametrize("case", ["no model", "no image", "wrong channels"])

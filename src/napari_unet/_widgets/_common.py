@@ -86,7 +86,7 @@ def layer_array(layer):
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
-def spatial_shape(layer) -> tuple[int, ...]:
+def layer_spatial_shape(layer) -> tuple[int, ...]:
     """Shape of the layer's pixels without the channel axis of an RGB(A) image."""
     shape = tuple(layer_array(layer).shape)
     return shape[:-1] if getattr(layer, "rgb", False) else shape
@@ -142,7 +142,7 @@ def best_annotation_layer(image, candidates: Iterable, selected: Iterable = ()):
     prefer a selected one, then names that say "strokes" / "scribbles" / "annotations" over names that say
     "ground truth", then names that share the image's name, then the most recently added.
     """
-    shape = spatial_shape(image)
+    shape = layer_spatial_shape(image)
     pool = [lay for lay in candidates if tuple(lay.data.shape) == shape and role(lay) not in (PREVIEW, PREDICTION)]
     if not pool:
         return None

@@ -69,7 +69,7 @@ def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> 
     """
     from skimage.measure import approximate_polygon
 
-    from ..contours import label_contours
+    from ..contours import Contour, label_contours
     from ..prediction import iter_predict
 
     for k, job in enumerate(jobs):
@@ -84,9 +84,7 @@ def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> 
             contours = label_contours(job.out)
             if len(contours) <= MAX_SHAPES:  # simplified within 0.7 px: napari draws them ~10x faster
                 for ct in contours:
-                    simple = approximate_polygon(ct.coords, 0.7)
-                    lead = np.broadcast_to(np.asarray(ct.index, float), (len(simple), len(ct.index)))
-                    shapes.append(np.hstack([lead, simple]))
+                    shapes.append(Contour(ct.label, ct.index, approximate_polygon(ct.coords, 0.7)).napari_coords())
             else:
                 shapes = [None] * len(contours)  # too many to show: the GUI says so
         yield ImageDone(k, shapes)
@@ -267,8 +265,6 @@ class PredictWidget(Container):
             arr = c.layer_array(image)
             axis = c.channel_axis(image)
             shape = output_shape(model, arr, axis)
-            if shape != c.spatial_shape(image):
-                raise InputError(f"'{image.name}': cannot tell its channel axis; predict it from the Python API.")
             n_planes = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
             dtype = np.int32 if self._instances.value else np.uint8
             jobs.append(Job(image.name, arr, axis, np.zeros(shape, dtype), n_planes))
@@ -311,6 +307,7 @@ class PredictWidget(Container):
             if layer is not None and layer.metadata.get("napari_unet_complete") is False:
                 layer.name = c.unique_name(self._viewer, f"{layer.name} (incomplete)")
                 layer.refresh()
+        self._unlock_outputs()
         self._drop_unused_shapes()
         if c.is_alive(self.native):
             self._set_running(False)
@@ -348,6 +345,7 @@ class PredictWidget(Container):
             layer = self._layers[event.index]
             if layer is not None:
                 layer.metadata["napari_unet_complete"] = True
+                layer.editable = True
                 layer.refresh()  # the thumbnail too, once
                 self._store.predicted.emit()
                 if self._polygons.value:
@@ -381,7 +379,7 @@ class PredictWidget(Container):
             metadata={c.ROLE_KEY: c.PREDICTION, "napari_unet_source": image.name, "napari_unet_complete": False},
         )
         layer.contour = 1 if self._contours.value else 0
-        layer.editable = True
+        layer.editable = False  # the job writes planes into its array: no painting until the image is done
         self._layers[k] = layer
         self.outputs.append(layer)
         if self._polygons.value:
@@ -452,9 +450,16 @@ class PredictWidget(Container):
             if not complete:
                 self._shapes[k] = None
 
+    def _unlock_outputs(self) -> None:
+        """The job no longer writes: let the user fix an incomplete result."""
+        for layer in self._layers:
+            if layer is not None and layer in self._viewer.layers:
+                layer.editable = True
+
     def _on_error(self, error: BaseException) -> None:
         if not self._alive():
             return
+        self._unlock_outputs()
         self._drop_unused_shapes()
         self._status.value = "Prediction failed: " + html.escape(c.describe(error))
         self._progress.native.setFormat("failed")
@@ -464,6 +469,7 @@ class PredictWidget(Container):
         if not self._alive():
             return
         self._set_running(False)
+        self._unlock_outputs()
         complete = [lay for lay in self.outputs if lay.metadata.get("napari_unet_complete")]
         if complete and len(complete) == len(self._jobs):
             self._progress.value = 1000

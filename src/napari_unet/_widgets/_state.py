@@ -22,12 +22,10 @@ class ModelStore:
     def __init__(self) -> None:
         self.model: UNet | None = None
         self.description = "no model yet: train one or load a model file"
-        self.path: str | None = None
 
-    def set(self, model: UNet | None, description: str, path: str | None = None) -> None:
+    def set(self, model: UNet | None, description: str) -> None:
         self.model = model
         self.description = description
-        self.path = path
         self.changed.emit()
 
 

@@ -255,7 +255,7 @@ class TrainWidget(Container):
         self._pairs.clear()
         self._rows = []
         for image in c.image_layers(self._viewer):
-            shape = c.spatial_shape(image)
+            shape = c.layer_spatial_shape(image)
             fitting = [lay for lay in labels if tuple(lay.data.shape) == shape]
             if id(image) in previous and (previous[id(image)][1] is None or previous[id(image)][1] in fitting):
                 use, chosen = previous[id(image)]
@@ -356,7 +356,7 @@ class TrainWidget(Container):
     def new_scribble_layer(self):
         """Add an empty scribble layer over the image being trained on, in paint mode with label 2."""
         image = self._target_image()
-        shape = c.spatial_shape(image)
+        shape = c.layer_spatial_shape(image)
         name = c.unique_name(self._viewer, f"{image.name} strokes")
         layer = self._viewer.add_labels(
             np.zeros(shape, np.uint8),
@@ -477,10 +477,10 @@ class TrainWidget(Container):
                 "and paint label 1 on background and label 2 on objects."
             )
         for image, labels in pairs:
-            if tuple(labels.data.shape) != c.spatial_shape(image):
+            if tuple(labels.data.shape) != c.layer_spatial_shape(image):
                 raise InputError(
                     f"'{labels.name}' has shape {tuple(labels.data.shape)} but '{image.name}' has "
-                    f"{c.spatial_shape(image)}: annotations must cover the image pixel for pixel."
+                    f"{c.layer_spatial_shape(image)}: annotations must cover the image pixel for pixel."
                 )
             if not np.any(labels.data):
                 raise InputError(
@@ -594,7 +594,7 @@ class TrainWidget(Container):
             if any(active is x for x in pair):
                 index = k
         image = self._run_pairs[index][0]
-        shape = c.spatial_shape(image)
+        shape = c.layer_spatial_shape(image)
         nd = len(shape)
         # the preview predicts planes of the last two axes; shown transposed (rows and columns swapped) is fine
         if sorted(viewer.dims.displayed) != [viewer.dims.ndim - 2, viewer.dims.ndim - 1]:
@@ -667,7 +667,7 @@ class TrainWidget(Container):
 
     def _preview_plane_shape(self, image) -> tuple[int, ...] | None:
         """Shape of the preview layer (one plane of the image), or None if a plane is too large to mirror."""
-        shape = c.spatial_shape(image)
+        shape = c.layer_spatial_shape(image)
         if int(np.prod(shape[-2:])) > MAX_MIRRORED_PLANE:
             return None
         return (1,) * (len(shape) - 2) + tuple(shape[-2:])
@@ -824,7 +824,7 @@ class TrainWidget(Container):
                 target = path.with_name(f"{path.stem}.{_safe(lab.name)}.tif")
                 write_labels(target, np.asarray(lab.data), overwrite=True)
                 written.append(target.name)
-        self._store.set(self._store.model, self._store.description, str(path))
+        self._store.set(self._store.model, self._store.description)
         c.report_info(f"Saved {', '.join(written)} in {path.parent}.")
         return path
 
@@ -837,7 +837,7 @@ class TrainWidget(Container):
             if path is None:
                 return None
         model = load_model(path)
-        self._store.set(model, describe_model(model, f"loaded from {Path(path).name}"), str(path))
+        self._store.set(model, describe_model(model, f"loaded from {Path(path).name}"))
         self._finetune.value = True
         return model
 

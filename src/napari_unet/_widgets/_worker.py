@@ -91,11 +91,6 @@ class WorkerRunner:
         worker.start()
         return worker
 
-    def quit(self) -> None:
-        """Ask the job to end at its next event (``finished`` still arrives)."""
-        if self.worker is not None:
-            self.worker.quit()
-
     def abandon(self) -> None:
         """Ask the job to end and drop everything it still sends: for Cancel and for closing the viewer."""
         if self.worker is not None:
