@@ -117,3 +117,17 @@ def test_bad_data(blobs, tiny):
 def test_config_defaults_are_sane():
     cfg = TrainConfig()
     assert cfg.time_limit == 60 and cfg.filters == 16 and cfg.depth == 4
+
+
+def test_a_continued_schedule_starts_where_the_session_is(blobs, tiny):
+    image, labels = blobs
+    fresh = Trainer(image, labels, **tiny)
+    later = Trainer(image, labels, **{**tiny, "schedule_start": 0.9})
+    fresh._set_lr(0.0)
+    later._set_lr(0.0)
+    lr_fresh = fresh.optimizer.param_groups[0]["lr"]
+    lr_later = later.optimizer.param_groups[0]["lr"]
+    assert lr_fresh == pytest.approx(TrainConfig().learning_rate / 10)  # warm-up
+    assert lr_later < 0.1 * TrainConfig().learning_rate and lr_later > 0  # late in the cosine, no warm-up restart
+    with pytest.raises(InputError, match="schedule_start"):
+        TrainConfig(schedule_start=1.0)

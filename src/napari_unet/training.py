@@ -55,6 +55,9 @@ class TrainConfig:
     patch_size: int = 128
     learning_rate: float = 2e-3
     min_lr_fraction: float = 0.05  # cosine decay over the run down to this fraction of learning_rate
+    # where this run starts in the cosine schedule (0..1), with no new warm-up: later rounds of one session
+    # (new strokes painted during training) continue the decay instead of restarting at the full rate
+    schedule_start: float = 0.0
     filters: int = 16
     depth: int = 4
     dropout: float = 0.0
@@ -93,6 +96,8 @@ class TrainConfig:
                 raise InputError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}.")
         if self.patch_size < 16:
             raise InputError(f"patch_size must be at least 16 pixels, got {self.patch_size}.")
+        if not 0 <= self.schedule_start < 1:
+            raise InputError(f"schedule_start must be in [0, 1), got {self.schedule_start}.")
         if not self.learning_rate > 0:
             raise InputError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0 <= self.val_fraction < 0.5:
@@ -323,8 +328,10 @@ class Trainer:
 
     def _set_lr(self, fraction: float) -> None:
         cfg = self.config
-        warm = min(1.0, (self.steps + 1) / 10)  # a short warm-up keeps Adam's first steps from overshooting
-        cos = cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * fraction))
+        # a short warm-up keeps Adam's first steps from overshooting (a continued schedule starts warm)
+        warm = 1.0 if cfg.schedule_start > 0 else min(1.0, (self.steps + 1) / 10)
+        where = cfg.schedule_start + (1 - cfg.schedule_start) * fraction
+        cos = cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * where))
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.learning_rate * warm * cos
 

@@ -228,6 +228,9 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
             overrides["time_limit"] = max(total_time - elapsed, 0.05)
         if total_epochs is not None:
             overrides["epochs"] = max(1, total_epochs - epochs_done)
+        if rounds:  # a later round continues the learning-rate decay of the session
+            progressed = elapsed / total_time if total_time is not None else epochs_done / max(total_epochs or 1, 1)
+            overrides["schedule_start"] = min(max(progressed, 0.0), 0.95)
         try:
             trainer = Trainer(images, current, config, model=model, **overrides)
         except InputError as e:
