@@ -25,22 +25,46 @@ def files(tmp_path, blobs):
 
 def test_train_predict_evaluate(files, capsys):
     model = files / "m.pt"
-    rc = main(["train", str(files / "img.tif"), "--labels", str(files / "lab.tif"), "-o", str(model),
-               "--dense", "--epochs", "1", *TINY_ARGS])
+    rc = main(
+        [
+            "train",
+            str(files / "img.tif"),
+            "--labels",
+            str(files / "lab.tif"),
+            "-o",
+            str(model),
+            "--dense",
+            "--epochs",
+            "1",
+            *TINY_ARGS,
+        ]
+    )
     assert rc == 0 and load_model(model).meta["label_mode"] == "dense"
     assert "model saved to" in capsys.readouterr().out
 
     out = files / "out"
-    rc = main(["predict", str(model), str(files / "img.tif"), str(files / "stack.npy"), "-o", str(out),
-               "--instances", "--contours", "geojson"])
+    rc = main(
+        [
+            "predict",
+            str(model),
+            str(files / "img.tif"),
+            str(files / "stack.npy"),
+            "-o",
+            str(out),
+            "--instances",
+            "--contours",
+            "geojson",
+        ]
+    )
     assert rc == 0
     assert tifffile.imread(out / "img_labels.tif").shape == (64, 80)
     assert tifffile.imread(out / "stack_labels.tif").shape == (2, 64, 80)
     assert (out / "img_contours.geojson").exists()
 
     table = files / "t.csv"
-    rc = main(["evaluate", "--pred", str(out / "img_labels.tif"), "--truth", str(files / "lab.tif"),
-               "--csv", str(table)])
+    rc = main(
+        ["evaluate", "--pred", str(out / "img_labels.tif"), "--truth", str(files / "lab.tif"), "--csv", str(table)]
+    )
     assert rc == 0
     assert "dice" in capsys.readouterr().out
     rows = list(csv.DictReader(table.open()))
@@ -48,8 +72,21 @@ def test_train_predict_evaluate(files, capsys):
     assert 0 <= float(rows[0]["dice"]) <= 1
 
     # fine-tune from the saved model, never overwriting it
-    rc = main(["train", str(files / "img.tif"), "--labels", str(files / "lab.tif"), "-o", str(model),
-               "--epochs", "1", "--from", str(model), *TINY_ARGS])
+    rc = main(
+        [
+            "train",
+            str(files / "img.tif"),
+            "--labels",
+            str(files / "lab.tif"),
+            "-o",
+            str(model),
+            "--epochs",
+            "1",
+            "--from",
+            str(model),
+            *TINY_ARGS,
+        ]
+    )
     assert rc == 2
     assert "already exists" in capsys.readouterr().err
 
@@ -58,7 +95,10 @@ def test_train_predict_evaluate(files, capsys):
     "argv,message",
     [
         (["train", "missing.tif", "--labels", "x.tif", "-o", "m.pt"], "no such file"),
-        (["train", "{d}/img.tif", "--labels", "{d}/img.tif", "{d}/lab.tif", "-o", "{d}/m.pt"], "one --labels file per image"),
+        (
+            ["train", "{d}/img.tif", "--labels", "{d}/img.tif", "{d}/lab.tif", "-o", "{d}/m.pt"],
+            "one --labels file per image",
+        ),
         (["train", "{d}/img.tif", "--labels", "{d}/lab.tif", "-o", "{d}/m.pt", "--epochs", "0"], "epochs"),
         (["train", "{d}/img.txt", "--labels", "{d}/lab.tif", "-o", "{d}/m.pt"], "unsupported file type"),
         (["predict", "{d}/img.tif", "{d}/img.tif", "-o", "{d}/o"], "not a napari-unet model"),
@@ -104,7 +144,13 @@ def test_demo_writes_everything_and_keeps_earlier_outputs(tmp_path, capsys):
     rc = main(["demo", "-o", str(tmp_path), "--time-limit", "2"])
     assert rc == 0
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"model.pt", "nuclei_right_labels.tif", "nuclei_right_contours.geojson", "metrics.csv", "overlay.png"} <= names
+    assert {
+        "model.pt",
+        "nuclei_right_labels.tif",
+        "nuclei_right_contours.geojson",
+        "metrics.csv",
+        "overlay.png",
+    } <= names
     assert "dice" in capsys.readouterr().out
     before = (tmp_path / "model.pt").read_bytes()
     assert main(["demo", "-o", str(tmp_path), "--time-limit", "2"]) == 2

@@ -32,7 +32,12 @@ def test_rows_multiclass_per_slice_and_table():
     pred = truth.copy()
     pred[1] = 0
     rows = evaluate([pred], [truth], ["stack"], multiclass=True, per_slice=True)
-    assert [(r["image"], r["class"]) for r in rows] == [("stack[0]", 1), ("stack[0]", 2), ("stack[1]", 1), ("stack[1]", 2)]
+    assert [(r["image"], r["class"]) for r in rows] == [
+        ("stack[0]", 1),
+        ("stack[0]", 2),
+        ("stack[1]", 1),
+        ("stack[1]", 2),
+    ]
     assert rows[0]["dice"] == 1.0 and rows[2]["dice"] == 0.0
     assert mean_row(rows)["dice"] == pytest.approx(0.5)
     text = format_table(rows)

@@ -23,8 +23,18 @@ def test_events_and_trained_model(blobs, tiny):
 
 def test_learns_the_blobs(blobs):
     image, labels = blobs
-    model = train(image, labels, mode="dense", filters=8, depth=2, patch_size=32, epochs=4, steps_per_epoch=20,
-                  time_limit=None, learning_rate=5e-3)
+    model = train(
+        image,
+        labels,
+        mode="dense",
+        filters=8,
+        depth=2,
+        patch_size=32,
+        epochs=4,
+        steps_per_epoch=20,
+        time_limit=None,
+        learning_rate=5e-3,
+    )
     from napari_unet import evaluate
 
     (row,) = evaluate(predict(model, image), labels)

@@ -117,7 +117,9 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """
     target = Path(path)
     if target.exists() and not overwrite:
-        raise InputError(f"{target} already exists; choose another name, or replace it with --overwrite (overwrite=True in Python).")
+        raise InputError(
+            f"{target} already exists; choose another name, or replace it with --overwrite (overwrite=True in Python)."
+        )
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         yield tmp

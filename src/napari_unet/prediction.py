@@ -96,7 +96,9 @@ def _proba(
 
     if len(origins) == 1:  # the whole plane in one tile: no blending
         return probabilities(plane[None])[0].cpu().numpy()
-    weight = torch.from_numpy(np.outer(_ramp(th, overlap if len(ys) > 1 else 0), _ramp(tw, overlap if len(xs) > 1 else 0)))
+    weight = torch.from_numpy(
+        np.outer(_ramp(th, overlap if len(ys) > 1 else 0), _ramp(tw, overlap if len(xs) > 1 else 0))
+    )
     weight_dev = weight.to(dev)
     out = torch.zeros((model.out_channels, h, w), dtype=torch.float32)
     norm = torch.zeros((h, w), dtype=torch.float32)
