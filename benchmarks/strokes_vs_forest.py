@@ -45,23 +45,12 @@ One full run (2 splits x 3 seeds, 60 s limit, 1 thread as the machine was busy, 
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import time
 from functools import partial
 
 import numpy as np
-
-
-def parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+from predict_speed import parse_overrides
 
 
 def forest(train_img: np.ndarray, strokes: np.ndarray, test_img: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
