@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(2)
+# per-machine measurements (tile speeds) go to a throw-away folder, not the user's cache; subprocesses inherit it
+os.environ.setdefault("NAPARI_UNET_CACHE_DIR", tempfile.mkdtemp(prefix="napari-unet-cache-"))
 
 # small enough to train in well under a second on a CPU
 TINY = dict(filters=4, depth=2, patch_size=32, batch_size=2, epochs=1, steps_per_epoch=3, time_limit=None)

@@ -11,10 +11,17 @@ from napari_unet.errors import InputError
 from napari_unet.prediction import _tiles, predict_proba_plane
 from napari_unet.runtime import (
     FusedUNet,
+    choose_tile,
+    cpu_can_bf16,
     cpu_has_fast_bf16,
     inference_network,
     pick_device,
     pick_precision,
+    tile_rates,
+)
+
+needs_bf16 = pytest.mark.skipif(
+    not cpu_can_bf16(), reason="this CPU cannot run bf16 convolutions (needs AVX-512 or AMX; AVX2-only CPUs use fp32)"
 )
 
 
@@ -50,6 +57,7 @@ def test_fused_network_matches_eager_fp32(kwargs, size):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@needs_bf16
 def test_fused_network_bf16_close_to_fp32():
     torch.manual_seed(0)
     model = _randomize_bn(UNet(1, 1, filters=8, depth=3))
@@ -94,6 +102,7 @@ def test_unknown_architecture_falls_back_to_autocast(blobs):
         torch.testing.assert_close(net(x), model(x))
 
 
+@needs_bf16
 def test_bf16_and_fp32_labels_agree(tiny_model, blobs):
     image, _ = blobs
     fp32 = predict(tiny_model, image, precision="fp32")
@@ -167,3 +176,77 @@ def test_warm_up_runs_a_tiny_step():
 
     seconds = warm_up(filters=4, depth=2, patch_size=32, batch_size=2, preview_size=48, device="cpu")
     assert seconds > 0
+
+
+def test_bf16_on_a_cpu_without_it_is_a_one_line_error(monkeypatch):
+    import napari_unet.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_can_bf16", lambda: False)
+    monkeypatch.delenv("NAPARI_UNET_PRECISION", raising=False)
+    cpu = torch.device("cpu")
+    with pytest.raises(InputError, match="no bf16 support.*fp32") as err:
+        pick_precision(cpu, "bf16")
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("NAPARI_UNET_PRECISION", "bf16")
+    with pytest.raises(InputError, match="NAPARI_UNET_PRECISION=bf16"):
+        pick_precision(cpu, "auto")
+    assert pick_precision(cpu, "fp32") == "fp32"  # an explicit fp32 still wins over the environment
+
+
+def test_an_avx2_cap_turns_bf16_off(monkeypatch):
+    import napari_unet.runtime as runtime
+
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    for probe in (runtime.cpu_has_fast_bf16, runtime.cpu_can_bf16):
+        probe.cache_clear()
+    try:
+        assert not runtime.cpu_has_fast_bf16() and not runtime.cpu_can_bf16()
+        assert pick_precision(torch.device("cpu"), "auto") == "fp32"
+        assert "emulating an AVX2 CPU" in runtime.cpu_summary.__wrapped__()
+    finally:
+        monkeypatch.delenv("DNNL_MAX_CPU_ISA")
+        for probe in (runtime.cpu_has_fast_bf16, runtime.cpu_can_bf16):
+            probe.cache_clear()
+
+
+# speeds per tile size (pixels/s) as measured on the two CPU kinds: AVX2 fp32 is fastest on 512 px tiles,
+# AMX bf16 on the largest ones
+AVX2_RATES = {384: 1.0e6, 512: 1.33e6, 768: 1.0e6, 1024: 0.89e6}
+AMX_RATES = {384: 4.0e6, 512: 5.0e6, 768: 6.0e6, 1024: 6.4e6}
+
+
+def test_tile_choice_follows_the_measured_speeds():
+    assert choose_tile(AVX2_RATES, 2048, 2048, 64, 16) == 512 + 64
+    assert choose_tile(AMX_RATES, 2048, 2048, 64, 16) == 1024 + 64
+    # a plane that fits one tile of the fastest size is one tile
+    assert choose_tile(AVX2_RATES, 500, 500, 64, 16) >= 500
+
+
+def test_tile_speeds_are_measured_once_and_cached(tmp_path, monkeypatch):
+    import json
+
+    import napari_unet.runtime as runtime
+
+    monkeypatch.setenv("NAPARI_UNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(runtime, "_TILE_RATES", {})
+    model = UNet(1, 1, filters=2, depth=2).eval()
+    cpu = torch.device("cpu")
+    calls = []
+
+    def net(x):
+        calls.append(x.shape[-1])
+        return x
+
+    rates = tile_rates(model, net, cpu, "fp32")
+    assert set(rates) == set(runtime.TILE_CANDIDATES) and all(r > 0 for r in rates.values())
+    assert calls, "the speeds were measured"
+    (entry,) = json.loads((tmp_path / "tiles.json").read_text()).values()
+    assert {int(k) for k in entry} == set(runtime.TILE_CANDIDATES)
+    # a new process (empty memory cache) reads the file instead of measuring again
+    monkeypatch.setattr(runtime, "_TILE_RATES", {})
+    calls.clear()
+    assert tile_rates(model, net, cpu, "fp32") == pytest.approx(rates)
+    assert not calls
+    # another network shape is measured on its own
+    tile_rates(UNet(1, 3, filters=2, depth=2).eval(), net, cpu, "fp32")
+    assert calls

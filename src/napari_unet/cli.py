@@ -89,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (binary)")
     p.add_argument(
-        "--tile-size", type=int, default=1088, help="largest tile side (default 1088: 1024 plus the 64-pixel overlap)"
+        "--tile-size",
+        type=int,
+        default=None,
+        help="largest tile side in pixels (default: the fastest for this machine, measured once and cached)",
     )
     p.add_argument(
         "--scheduler",
@@ -346,8 +349,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .contours import label_contours, write_contours
     from .io import check_writable, read_image
+    from .runtime import pick_device, pick_precision
 
     model = load_model(args.model)
+    pick_precision(pick_device(args.device), args.precision)  # a CPU without bf16: one line, before any output
     outdir = check_writable(args.output)
     options = dict(
         instances=args.instances,

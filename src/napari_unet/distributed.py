@@ -31,7 +31,7 @@ from .prediction import (
     probabilities_to_labels,
     resolve_channel_axis,
 )
-from .runtime import inference_network, pick_device
+from .runtime import inference_network, pick_device, pick_precision
 
 
 def as_dask(image, chunks=None):
@@ -100,7 +100,7 @@ def _predict_block(
     flat = out.reshape(-1, *block.shape[-2:])
     for i, plane in enumerate(planes):
         normalized = apply_stats(plane, plane_stats_[i])
-        probs = _proba(net, model, normalized, tile_size, overlap, batch_size, dev)
+        probs = _proba(net, model, normalized, tile_size, overlap, batch_size, dev, pick_precision(dev, precision))
         labels = probabilities_to_labels(probs, threshold)
         labels[~np.isfinite(plane).all(axis=0)] = 0
         flat[i] = labels
@@ -112,7 +112,7 @@ def predict_dask(
     image,
     channel_axis: int | None | str = "auto",
     threshold: float = 0.5,
-    tile_size: int = DEFAULT_TILE,
+    tile_size: int | None = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 4,
     device: str = "auto",

@@ -15,11 +15,12 @@ from .data import check_fits, check_image, guess_channel_axis, iter_slices, norm
 from .errors import InputError
 from .io import release_pages
 from .model import UNet
-from .runtime import inference_network, pick_device
+from .runtime import TILE_CANDIDATES, choose_tile, inference_network, pick_device, pick_precision, tile_rates
 
 DEFAULT_OVERLAP = 64
-# 1024 pixels plus the overlap: a 1024 x 1024 plane is one tile, a 2048 x 2048 one is 2 x 2 tiles of 1056
-# (6% of the pixels computed twice, against 16% for 3 x 3 tiles of 1024 at most)
+# tile_size=None (the default) picks the tile per machine and plane (runtime.choose_tile): the network's
+# measured speed per tile size times the pixels a tiling computes. DEFAULT_TILE is the fixed choice where
+# measuring is not wanted: 1024 pixels plus the overlap, the fastest on AMX CPUs.
 DEFAULT_TILE = 1024 + DEFAULT_OVERLAP
 MAX_BATCH_PIXELS = 1 << 21  # tiles per forward pass: at most ~2 Mpx, so memory stays bounded
 
@@ -48,7 +49,11 @@ def _ramp(n: int, overlap: int) -> np.ndarray:
     return np.clip((np.minimum(i, n - 1 - i) + 0.5) / (overlap / 2 + 0.5), 1e-3, 1.0)
 
 
-def _check_tiling(tile_size: int, overlap: int, batch_size: int) -> None:
+def _check_tiling(tile_size: int | None, overlap: int, batch_size: int) -> None:
+    if tile_size is None:
+        tile_size = DEFAULT_TILE
+    elif isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)):
+        raise InputError(f"tile_size must be a whole number of pixels or None (auto), got {tile_size!r}.")
     if tile_size < 16:
         raise InputError(f"tile_size must be at least 16, got {tile_size}.")
     if not 0 <= overlap < tile_size:
@@ -61,7 +66,7 @@ def _check_tiling(tile_size: int, overlap: int, batch_size: int) -> None:
 def predict_proba_plane(
     model: UNet,
     plane: np.ndarray,
-    tile_size: int = DEFAULT_TILE,
+    tile_size: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 4,
     device: str | torch.device = "auto",
@@ -70,13 +75,29 @@ def predict_proba_plane(
     """Class probabilities (K, H, W) of one normalized (C, H, W) plane: K = 1 (foreground) or classes + 1."""
     _check_tiling(tile_size, overlap, batch_size)
     dev = pick_device(device) if not isinstance(device, torch.device) else device
-    net = inference_network(model, dev, precision)
-    return _proba(net, model, plane, tile_size, overlap, batch_size, dev)
+    prec = pick_precision(dev, precision)
+    net = inference_network(model, dev, prec)
+    return _proba(net, model, plane, tile_size, overlap, batch_size, dev, prec)
+
+
+def auto_tile(model: UNet, net: torch.nn.Module, height: int, width: int, overlap: int, dev, precision: str) -> int:
+    """The fastest tile for this plane on this machine (measured once per machine and model shape)."""
+    multiple = 2 ** getattr(model, "depth", 4)
+    if max(height, width) <= min(TILE_CANDIDATES) + overlap:
+        return max(height, width) + multiple  # one tile whatever the speeds: nothing to measure
+    return choose_tile(tile_rates(model, net, dev, precision), height, width, overlap, multiple)
 
 
 @torch.inference_mode()
 def _proba(
-    net: torch.nn.Module, model: UNet, plane: np.ndarray, tile_size: int, overlap: int, batch_size: int, dev
+    net: torch.nn.Module,
+    model: UNet,
+    plane: np.ndarray,
+    tile_size: int | None,
+    overlap: int,
+    batch_size: int,
+    dev,
+    precision: str,
 ) -> np.ndarray:
     """Tiled, batched, blended probabilities of one plane with a network from ``inference_network``.
 
@@ -85,6 +106,8 @@ def _proba(
     """
     _, h, w = plane.shape
     multiple = 2 ** getattr(model, "depth", 4)
+    if tile_size is None:
+        tile_size = auto_tile(model, net, h, w, overlap, dev, precision)
     th, ys = _tiles(h, tile_size, overlap, multiple)
     tw, xs = _tiles(w, tile_size, overlap, multiple)
     origins = [(y, x) for y in ys for x in xs]
@@ -197,7 +220,7 @@ def iter_predict(
     channel_axis: int | None | str = "auto",
     threshold: float = 0.5,
     instances: bool = False,
-    tile_size: int = DEFAULT_TILE,
+    tile_size: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 4,
     device: str | torch.device = "auto",
@@ -223,6 +246,7 @@ def iter_predict(
     rule = model.meta.get("normalization")
     _check_tiling(tile_size, overlap, batch_size)
     dev = pick_device(device)
+    prec = pick_precision(dev, precision)
     net = None  # built once, at the first plane: BN folded, weights in the compute dtype
     for idx, plane in iter_slices(image, axis):
         if plane.shape[0] != model.in_channels:
@@ -231,8 +255,8 @@ def iter_predict(
                 "give images like the training images, or pass channel_axis."
             )
         if net is None:
-            net = inference_network(model, dev, precision)
-        probs = _proba(net, model, normalize(plane, rule), tile_size, overlap, batch_size, dev)
+            net = inference_network(model, dev, prec)
+        probs = _proba(net, model, normalize(plane, rule), tile_size, overlap, batch_size, dev, prec)
         labels = _labels_from_probs(probs, threshold, instances)
         if check_finite:
             labels[~np.isfinite(plane).all(axis=0)] = 0

