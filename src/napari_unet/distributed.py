@@ -152,6 +152,7 @@ def predict_dask(
         )
     nd = arr.ndim
     h, w = arr.shape[-2:]
+    tile_size = DEFAULT_TILE if tile_size is None else tile_size  # dask blocks share one size
     block = int(block_size) if block_size else max(2 * overlap, tile_size - 2 * overlap, 16)
     depth = min(overlap, h // 2, w // 2, block)
     arr = arr.rechunk((1,) * (nd - 3) + (-1, block, block))
