@@ -126,7 +126,7 @@ def test_bad_data(blobs, tiny):
 
 def test_config_defaults_are_sane():
     cfg = TrainConfig()
-    assert cfg.time_limit == 60 and cfg.filters == 16 and cfg.depth == 4
+    assert cfg.time_limit == 120 and cfg.until_plateau and cfg.filters == 16 and cfg.depth == 4
 
 
 def test_a_continued_schedule_starts_where_the_session_is(blobs, tiny):
@@ -141,3 +141,99 @@ def test_a_continued_schedule_starts_where_the_session_is(blobs, tiny):
     assert lr_later < 0.1 * TrainConfig().learning_rate and lr_later > 0  # late in the cosine, no warm-up restart
     with pytest.raises(InputError, match="schedule_start"):
         TrainConfig(schedule_start=1.0)
+
+
+# ------------------------------------------------------------------------ budget, pseudo-labels, plateau
+
+
+def _big_scribbles(size: int = 700):
+    """A plane of bright disks larger than one pseudo-label tile, with a few strokes in the top-left corner."""
+    from napari_unet.pseudo import MAX_TILE
+
+    assert size > MAX_TILE
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:size, :size]
+    image = rng.normal(10, 2, (size, size)).astype(np.float32)
+    for cy in range(30, size, 60):
+        for cx in range(30, size, 60):
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 <= 15**2] += 40
+    strokes = np.zeros((size, size), np.uint8)
+    for c in (30, 90, 150):
+        strokes[c, c - 8 : c + 8] = 2  # across a disk
+        strokes[c + 30, c - 8 : c + 8] = 1  # between disks
+    return image, strokes
+
+
+def _pseudo_tiles(trainer):
+    return trainer.labeler.tiles_done, trainer.labeler.tiles_total
+
+
+def test_stop_during_pseudo_labels_ends_before_any_step():
+    from napari_unet.training import Prepared, Preparing
+
+    image, strokes = _big_scribbles()
+    trainer = Trainer(image, strokes, mode="sparse", filters=4, depth=2, patch_size=32, batch_size=2)
+    events = []
+    for event in trainer.run():
+        events.append(event)
+        if isinstance(event, Preparing):
+            trainer.stop()
+    kinds = [type(e) for e in events]
+    assert kinds == [Preparing, Prepared, Done]
+    done_tiles, total = _pseudo_tiles(trainer)
+    assert done_tiles == 1 < total  # the tile under way finished, no more
+    assert events[-1].stopped and events[-1].steps == 0
+
+
+def test_pseudo_labels_stay_within_their_share_of_the_budget():
+    image, strokes = _big_scribbles()
+    trainer = Trainer(image, strokes, mode="sparse", filters=4, depth=2, patch_size=32, batch_size=2, epochs=1,
+                      steps_per_epoch=2, pseudo_time=1e-6)  # fmt: skip
+    done = list(trainer.run())[-1]
+    assert done.steps == 2  # training still runs, on the strokes and whatever tiles were labelled in time
+    tiles, total = _pseudo_tiles(trainer)
+    assert tiles < total
+    assert done.elapsed >= trainer.prepare_seconds  # the clock counts the preparation too
+
+
+def test_pseudo_labels_are_reused_until_the_strokes_change():
+    from napari_unet.pseudo import PseudoCache
+
+    image, strokes = _big_scribbles()
+    cache = PseudoCache()
+    kw = dict(mode="sparse", filters=4, depth=2, patch_size=32, batch_size=2, epochs=1, steps_per_epoch=1)
+    first = Trainer(image, strokes, pseudo_cache=cache, **kw)
+    list(first.run())
+    assert _pseudo_tiles(first)[0] == _pseudo_tiles(first)[1] > 1
+    again = Trainer(image, strokes, pseudo_cache=cache, **kw)
+    list(again.run())
+    assert _pseudo_tiles(again) == (0, 0)  # nothing to compute: the same strokes on the same image
+    np.testing.assert_array_equal(again.labeler.dense[0], first.labeler.dense[0])
+    more = strokes.copy()
+    more[400, 380:400] = 2
+    changed = Trainer(image, more, pseudo_cache=cache, **kw)
+    list(changed.run())
+    assert _pseudo_tiles(changed)[1] > 0  # new strokes: the forest is refit (the features are reused)
+    box = changed.pseudo_labels_in(0, (), (0, 200), (0, 200))
+    assert box.shape == (200, 200) and box.dtype == np.uint8 and set(np.unique(box)) <= {0, 1}
+    assert changed.pseudo_labels_in(0, (5,), (0, 10), (0, 10)) is None  # no such plane
+
+
+def test_training_ends_at_a_plateau(blobs):
+    image, labels = blobs
+    trainer = Trainer(image, labels, mode="dense", filters=4, depth=2, patch_size=32, batch_size=2,
+                      time_limit=None, epochs=200, steps_per_epoch=2, patience=1, min_steps=0)  # fmt: skip
+    done = list(trainer.run())[-1]
+    assert done.plateau and not done.stopped
+    assert done.epochs < 200
+
+
+def test_too_few_steps_are_flagged():
+    from napari_unet.training import trust_warning
+
+    model = torch.nn.Identity()
+    few = Done(model, 12, 0, 60.0, 0.5, None, False)
+    assert "only 12 training steps" in trust_warning(few) and "Train longer" in trust_warning(few)
+    behind = Done(model, 400, 20, 60.0, 0.2, 0.8, False, forest_val_dice=0.9)
+    assert "behind the quick forest" in trust_warning(behind)
+    assert trust_warning(Done(model, 400, 20, 60.0, 0.2, 0.93, False, forest_val_dice=0.9)) is None

@@ -48,8 +48,14 @@ from .runtime import autocast, pick_device, pick_precision, prepare_module
 class TrainConfig:
     """Every knob of training, with defaults that work for a few strokes or a few masks on a laptop CPU."""
 
-    time_limit: float | None = 60.0  # seconds of training; None: stop after `epochs`
-    epochs: int | None = None  # None: stop at the time limit
+    # seconds of wall time from the start (preparation and pseudo-labels included); with `until_plateau` a
+    # ceiling: training ends sooner once the held-out Dice (or, without validation, the loss) stops improving.
+    # None: stop after `epochs`
+    time_limit: float | None = 120.0
+    epochs: int | None = None  # None: stop at the time limit (or the plateau)
+    until_plateau: bool = True  # end when no epoch improved for `patience` epochs, after a short annealing
+    patience: int = 5  # epochs (of steps_per_epoch steps) without improvement that make a plateau
+    min_steps: int = 150  # no plateau is declared before this many steps
     steps_per_epoch: int = 20
     batch_size: int = 8
     patch_size: int = 128
@@ -75,6 +81,8 @@ class TrainConfig:
     pseudo_labels: str = "auto"  # 'auto' (= 'forest' for scribbles, 'none' for complete masks), 'forest', 'none'
     pseudo_weight: float = 2.0
     pseudo_confidence: float = 0.75  # forest probability above which a pixel seeds the watershed
+    # at most this fraction of time_limit goes to pseudo-labels; tiles not reached keep their strokes only
+    pseudo_time: float = 0.3
     self_training: float = 0.5  # > 0: at this fraction of the run, redo the pseudo-labels from the U-Net itself
     dice_weight: float = 1.0
     mode: str = "auto"  # 'sparse', 'dense' or 'auto'
@@ -112,6 +120,12 @@ class TrainConfig:
             raise InputError(f"self_training must be in [0, 1), got {self.self_training}.")
         if not self.pseudo_weight >= 0:
             raise InputError(f"pseudo_weight must be >= 0, got {self.pseudo_weight}.")
+        if not 0 < self.pseudo_time <= 1:
+            raise InputError(f"pseudo_time must be in (0, 1], got {self.pseudo_time}.")
+        if not isinstance(self.patience, int) or self.patience < 1:
+            raise InputError(f"patience must be a whole number of epochs >= 1, got {self.patience!r}.")
+        if not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise InputError(f"min_steps must be a whole number >= 0, got {self.min_steps!r}.")
         if not 0.5 <= self.pseudo_confidence < 1:
             raise InputError(f"pseudo_confidence must be in [0.5, 1), got {self.pseudo_confidence}.")
 
@@ -139,6 +153,25 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Preparing:
+    """Pseudo-labels under way (scribbles only): ``done`` of ``total`` tiles."""
+
+    done: int
+    total: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Training data ready; for scribbles, the forest's pseudo-labels can serve as a first preview."""
+
+    elapsed: float
+    pseudo_tiles: int  # tiles pseudo-labelled (0 without pseudo-labels)
+    pseudo_total: int  # tiles that needed them
+    forest_val_dice: float | None  # the forest's Dice on the held-out strokes, to compare the U-Net with
+
+
+@dataclass(frozen=True)
 class Epoch:
     epoch: int
     step: int
@@ -158,9 +191,36 @@ class Done:
     val_dice: float | None
     stopped: bool  # True when stop() ended the run early
     skipped: int = 0  # steps skipped because the loss or a gradient was NaN or inf
+    plateau: bool = False  # True when training ended because it stopped improving
+    forest_val_dice: float | None = None  # the pseudo-labelling forest's held-out Dice (scribbles)
 
 
-Event = Step | Epoch | Done
+Event = Preparing | Prepared | Step | Epoch | Done
+
+TRUSTED_STEPS = 100  # fewer steps than this: the model is flagged as not to be trusted yet
+
+
+def trust_warning(done: Done) -> str | None:
+    """A plain sentence when a model has had too little training to be trusted, with what to do; else None."""
+    if done.steps == 0:
+        return "The model was not trained at all (0 steps): train again and let it run."
+    rate = done.steps / max(done.elapsed, 1e-9)
+    reasons = []
+    if done.steps < TRUSTED_STEPS:
+        reasons.append(f"only {done.steps} training steps ran in {done.elapsed:.0f} s ({rate:.1f} steps/s here)")
+    if done.val_dice is not None and done.val_dice < 0.5:
+        reasons.append(f"its Dice on held-out annotations is only {done.val_dice:.2f}")
+    if done.val_dice is not None and done.forest_val_dice is not None and done.val_dice < done.forest_val_dice:
+        reasons.append(
+            f"it is still behind the quick forest of the first preview on held-out strokes "
+            f"({done.val_dice:.2f} vs {done.forest_val_dice:.2f})"
+        )
+    if not reasons:
+        return None
+    return (
+        f"Not to be trusted yet: {'; '.join(reasons)}. Train longer (a higher time limit, or Train again to "
+        "continue from this model), close programs that use the CPU, or annotate more."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -194,8 +254,10 @@ class Trainer:
         labels,
         config: TrainConfig | None = None,
         model: UNet | None = None,
+        pseudo_cache=None,
         **overrides,
     ) -> None:
+        created = time.perf_counter()
         self.config = cfg = make_config(config, **overrides)
         images, labels = _as_list(images), _as_list(labels)
         if not images:
@@ -219,6 +281,7 @@ class Trainer:
         self.normalization = dict((model.meta.get("normalization") if model else None) or DEFAULT_NORMALIZATION)
 
         samples: list[Sample] = []
+        self.sample_keys: list[tuple[int, tuple[int, ...]]] = []  # (image, plane index) of each sample
         n_lost = 0  # annotated pixels on NaN/inf image pixels
         self.channel_axes: list[int | None] = []
         for k, (img, lab) in enumerate(zip(images, label_arrays, strict=True)):
@@ -255,6 +318,7 @@ class Trainer:
                         t = np.where(bad, np.int16(IGNORE), t)
                 if np.any(t >= 0):
                     samples.append(Sample(normalize(plane, self.normalization), np.ascontiguousarray(t)))
+                    self.sample_keys.append((k, tuple(idx)))
             if not any_finite:
                 raise InputError(
                     f"Image {k} has no finite pixel value (all NaN or inf): check the file or how it was made."
@@ -292,6 +356,9 @@ class Trainer:
         pseudo = cfg.pseudo_labels if cfg.pseudo_labels != "auto" else ("forest" if self.mode == "sparse" else "none")
         self.use_pseudo = pseudo == "forest" and self.mode == "sparse" and cfg.pseudo_weight > 0
         self._pseudo_done = False
+        self.pseudo_cache = pseudo_cache
+        self.labeler = None  # the PseudoLabeler, once run() has started
+        self.forest_val_dice: float | None = None
         self.sampler = PatchSampler(self.train_samples, cfg.patch_size, self.rng)
         contrast = cfg.contrast if cfg.contrast is not None else (1.0 if self.mode == "sparse" else 0.0)
         self.augment = Augmentation(elastic=cfg.elastic, contrast=contrast, blur=cfg.blur) if cfg.augment else None
@@ -309,6 +376,9 @@ class Trainer:
         self.epochs = 0
         self.last_loss: float | None = None
         self.val_dice: float | None = None
+        self.plateau = False
+        # the budget is the user's wall time: preparing the data counts (run() adds it to its clock)
+        self.prepare_seconds = time.perf_counter() - created
 
     def stop(self) -> None:
         """Ask the run to end; it finishes the current step and yields ``Done``. Safe from any thread."""
@@ -325,15 +395,6 @@ class Trainer:
         if cfg.epochs is not None:
             parts.append(self.steps / (cfg.epochs * cfg.steps_per_epoch))
         return min(1.0, max(parts))
-
-    def _set_lr(self, fraction: float) -> None:
-        cfg = self.config
-        # a short warm-up keeps Adam's first steps from overshooting (a continued schedule starts warm)
-        warm = 1.0 if cfg.schedule_start > 0 else min(1.0, (self.steps + 1) / 10)
-        where = cfg.schedule_start + (1 - cfg.schedule_start) * fraction
-        cos = cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * where))
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.learning_rate * warm * cos
 
     def train_step(self, fraction: float = 0.0) -> float:
         """One optimizer step on one augmented batch; returns the loss."""
@@ -375,64 +436,151 @@ class Trainer:
                 b.copy_(old)
         self.optimizer.zero_grad(set_to_none=True)
 
-    def add_pseudo_labels(self, max_pixels: int = 1 << 23) -> None:
-        """Fill the unannotated pixels of the training planes with pseudo-labels (see ``pseudo.py``).
+    def _pseudo_deadline(self, start: float) -> float:
+        cfg = self.config
+        if cfg.time_limit is None:
+            return math.inf
+        return start + cfg.pseudo_time * cfg.time_limit
 
-        Done once, at the start of ``run`` (inside the time limit); planes beyond ``max_pixels`` in total
-        keep their strokes only.
-        """
+    def prepare(self, deadline: float = math.inf) -> Iterator[Preparing]:
+        """Pseudo-labels for the scribbled planes (see ``pseudo.PseudoLabeler``), tile by tile until done, the
+        deadline or ``stop()``; yields progress. Unlabelled tiles keep their strokes only. Done once."""
         if self._pseudo_done or not self.use_pseudo:
             return
-        from .pseudo import merge, pseudo_labels
+        from .pseudo import PseudoCache, PseudoLabeler, merge
 
         self._pseudo_done = True
         self._stroke_samples = list(self.train_samples)
-        budget = max_pixels
-        merged = []
-        for s, held in zip(self.train_samples, self._held_out, strict=True):
-            if s.target.size > budget or self._stop:  # Stop is honoured between planes
-                merged.append(s)
-                continue
-            budget -= s.target.size
-            dense = pseudo_labels(s.image, s.target, self.n_classes, self.config.seed, self.config.pseudo_confidence)
-            merged.append(Sample(s.image, merge(s.target, dense, held)))
-        self.train_samples = merged
-        self.sampler = PatchSampler(merged, self.config.patch_size, self.rng)
+        if self.pseudo_cache is None:
+            self.pseudo_cache = PseudoCache()
+        self.labeler = labeler = PseudoLabeler(
+            [s.image for s in self.train_samples],
+            [s.target for s in self.train_samples],
+            self.n_classes,
+            self.config.seed,
+            self.config.pseudo_confidence,
+            self.pseudo_cache,
+            should_stop=lambda: self._stop,
+        )
+        started = time.perf_counter()
+        for _ in labeler.run(deadline):
+            yield Preparing(labeler.tiles_done, labeler.tiles_total, time.perf_counter() - started)
+        self.train_samples = [
+            Sample(s.image, merge(s.target, dense, held))
+            for s, dense, held in zip(self._stroke_samples, labeler.dense, self._held_out, strict=True)
+        ]
+        self.sampler = PatchSampler(self.train_samples, self.config.patch_size, self.rng)
+        self.forest_val_dice = self._blocks_dice([labeler.dense[b.sample][b.where] for b in self.val_blocks])
 
-    def refresh_pseudo_labels(self) -> None:
-        """Self-training: new pseudo-labels from the U-Net's own confident pixels, snapped to edges."""
+    def pseudo_labels_in(self, image: int, plane: tuple[int, ...], rows: tuple[int, int], cols: tuple[int, int]):
+        """The pseudo-labels (class labels, 0 where there are none) of a box of one plane, or None where that
+        plane has none: the forest's answer, shown as the first preview while the U-Net starts learning."""
+        if self.labeler is None or (image, tuple(plane)) not in self.sample_keys:
+            return None
+        dense = self.labeler.dense[self.sample_keys.index((image, tuple(plane)))]
+        box = dense[rows[0] : rows[1], cols[0] : cols[1]]
+        if not np.any(box >= 0):
+            return None
+        return np.clip(box, 0, None).astype(np.uint8)
+
+    def refresh_pseudo_labels(self, deadline: float = math.inf) -> None:
+        """Self-training: new pseudo-labels from the U-Net's own confident pixels, snapped to edges, on the tiles
+        that have pseudo-labels, until the deadline or ``stop()``."""
         from .prediction import predict_proba_plane
-        from .pseudo import merge, snap_to_edges
+        from .pseudo import MARGIN, merge, snap_to_edges, tile_boxes
 
+        if self.labeler is None:
+            return
         merged = []
-        for s, strokes, held in zip(self.train_samples, self._stroke_samples, self._held_out, strict=True):
-            if self._stop or not np.any(s.target >= PSEUDO):
-                merged.append(s)
-                continue
-            probs = predict_proba_plane(self.model, s.image, device=self.device, precision=self.precision)
-            if probs.shape[0] == 1:
-                probs = np.concatenate([1 - probs, probs])
-            dense = snap_to_edges(s.image, probs, strokes.target, self.config.pseudo_confidence)
-            merged.append(Sample(s.image, merge(strokes.target, dense, held)))
+        for i, (strokes, held) in enumerate(zip(self._stroke_samples, self._held_out, strict=True)):
+            dense = self.labeler.dense[i].copy()
+            image = strokes.image
+            h, w = dense.shape
+            for y0, y1, x0, x1 in tile_boxes(h, w):
+                if self._stop or time.perf_counter() > deadline or not np.any(dense[y0:y1, x0:x1] >= 0):
+                    continue
+                oy0, oy1, ox0, ox1 = max(0, y0 - MARGIN), min(h, y1 + MARGIN), max(0, x0 - MARGIN), min(w, x1 + MARGIN)
+                crop = np.ascontiguousarray(image[:, oy0:oy1, ox0:ox1])
+                probs = predict_proba_plane(
+                    self.model, crop, tile_size=max(crop.shape[1:]) + 16, overlap=0, device=self.device,
+                    precision=self.precision,
+                )  # fmt: skip
+                if probs.shape[0] == 1:
+                    probs = np.concatenate([1 - probs, probs])
+                inner = (slice(y0 - oy0, y1 - oy0), slice(x0 - ox0, x1 - ox0))
+                dense[y0:y1, x0:x1] = snap_to_edges(
+                    image[:, y0:y1, x0:x1], probs[(slice(None), *inner)], strokes.target[y0:y1, x0:x1],
+                    self.config.pseudo_confidence,
+                )  # fmt: skip
+            merged.append(Sample(image, merge(strokes.target, dense, held)))
         self.model.train()
         self.train_samples = merged
         self.sampler = PatchSampler(merged, self.config.patch_size, self.rng)
 
+    def _lr_scale(self, fraction: float) -> float:
+        """Warm-up, then cosine decay over the run; after a plateau, a short cosine annealing to the floor."""
+        cfg = self.config
+        warm = 1.0 if cfg.schedule_start > 0 else min(1.0, (self.steps + 1) / 10)
+        where = cfg.schedule_start + (1 - cfg.schedule_start) * fraction
+        scale = cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * where))
+        if self._anneal is not None:
+            at, length, from_scale = self._anneal
+            k = min(1.0, (self.steps - at) / length)
+            floor = cfg.min_lr_fraction
+            scale = min(scale, floor + (from_scale - floor) * 0.5 * (1 + math.cos(math.pi * k)))
+        return warm * scale
+
+    def _set_lr(self, fraction: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate * self._lr_scale(fraction)
+
+    def _check_plateau(self, epoch_loss: float) -> None:
+        """Track the best held-out Dice (or, without validation, the epoch loss); a plateau starts the annealing."""
+        cfg = self.config
+        if not cfg.until_plateau or self._anneal is not None:
+            return
+        score = self.val_dice if self.val_dice is not None else -epoch_loss
+        margin = 0.005 if self.val_dice is not None else 0.02 * abs(epoch_loss)
+        if self._best is None or score > self._best + margin:
+            self._best, self._since_best = score, 0
+        else:
+            self._since_best += 1
+        if self._since_best >= cfg.patience and self.steps >= cfg.min_steps:
+            length = max(3 * cfg.steps_per_epoch, self.steps // 4)
+            self._anneal = (self.steps, length, self._lr_scale(self._last_fraction))
+            self.plateau = True
+
     def run(self) -> Iterator[Event]:
         cfg = self.config
-        start = time.perf_counter()
-        self.add_pseudo_labels()
+        # the clock starts when the Trainer was created: preparing the data is part of the user's wait
+        start = time.perf_counter() - self.prepare_seconds
+        self._anneal: tuple[int, int, float] | None = None
+        self._best: float | None = None
+        self._since_best = 0
+        self._last_fraction = 0.0
+        if self.use_pseudo:
+            yield from self.prepare(self._pseudo_deadline(start))
+            labeler = self.labeler
+            yield Prepared(
+                time.perf_counter() - start,
+                labeler.tiles_done if labeler else 0,
+                labeler.tiles_total if labeler else 0,
+                self.forest_val_dice,
+            )
         refresh = self.use_pseudo and cfg.self_training > 0
         epoch_losses: list[float] = []
-        elapsed = 0.0
+        elapsed = time.perf_counter() - start
         bad_in_a_row = 0
         while not self._stop:
             fraction = self._fraction(elapsed)
-            if fraction >= 1.0:
+            self._last_fraction = fraction
+            if fraction >= 1.0 or (self._anneal is not None and self.steps >= self._anneal[0] + self._anneal[1]):
                 break
-            if refresh and fraction >= cfg.self_training:
+            if refresh and (fraction >= cfg.self_training or self._anneal is not None):
                 refresh = False
-                self.refresh_pseudo_labels()
+                # self-training gets at most a tenth of the budget that is left
+                left = (cfg.time_limit - elapsed) / 10 if cfg.time_limit is not None else math.inf
+                self.refresh_pseudo_labels(time.perf_counter() + left)
             loss = self.train_step(fraction)
             if not math.isfinite(loss):
                 bad_in_a_row += 1
@@ -461,15 +609,10 @@ class Trainer:
             if self.steps % cfg.steps_per_epoch == 0:
                 self.epochs += 1
                 self.val_dice = self.validate()
+                epoch_loss = float(np.mean(epoch_losses))
+                self._check_plateau(epoch_loss)
                 elapsed = time.perf_counter() - start
-                yield Epoch(
-                    self.epochs,
-                    self.steps,
-                    float(np.mean(epoch_losses)),
-                    self.val_dice,
-                    elapsed,
-                    self._fraction(elapsed),
-                )
+                yield Epoch(self.epochs, self.steps, epoch_loss, self.val_dice, elapsed, self._fraction(elapsed))
                 epoch_losses = []
         if self.steps % cfg.steps_per_epoch and self.val_blocks:
             self.val_dice = self.validate()
@@ -483,7 +626,25 @@ class Trainer:
             self.val_dice,
             self._stop,
             self.skipped_steps,
+            self.plateau,
+            self.forest_val_dice,
         )
+
+    def _blocks_dice(self, predictions: list[np.ndarray]) -> float | None:
+        """Dice (mean over foreground classes) of class labels on the held-out blocks; None without blocks or
+        where a prediction is missing (-1: e.g. a tile the forest did not reach)."""
+        if not self.val_blocks:
+            return None
+        inter = np.zeros(self.n_classes)
+        denom = np.zeros(self.n_classes)
+        for b, sub in zip(self.val_blocks, predictions, strict=True):
+            valid = (b.target >= 0) & (sub >= 0)
+            for c in range(1, self.n_classes + 1):
+                pc, tc = (sub == c) & valid, (b.target == c) & valid
+                inter[c - 1] += np.count_nonzero(pc & tc)
+                denom[c - 1] += np.count_nonzero(pc) + np.count_nonzero(tc)
+        present = denom > 0
+        return float(np.mean(2 * inter[present] / denom[present])) if present.any() else None
 
     @torch.inference_mode()
     def validate(self) -> float | None:
@@ -491,24 +652,15 @@ class Trainer:
         if not self.val_blocks:
             return None
         self.model.eval()
-        inter = np.zeros(self.n_classes)
-        denom = np.zeros(self.n_classes)
+        predictions = []
         for start in range(0, len(self.val_blocks), 8):
             chunk = self.val_blocks[start : start + 8]
             x = torch.from_numpy(np.stack([b.window for b in chunk])).to(self.device)
             with autocast(self.device, self.precision):
                 logits = self.model(x.contiguous(memory_format=torch.channels_last)).float()
             pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-            pred = pred.cpu().numpy()
-            for b, pr in zip(chunk, pred, strict=True):
-                sub = pr[b.inner]
-                valid = b.target >= 0
-                for c in range(1, self.n_classes + 1):
-                    pc, tc = (sub == c) & valid, (b.target == c) & valid
-                    inter[c - 1] += np.count_nonzero(pc & tc)
-                    denom[c - 1] += np.count_nonzero(pc) + np.count_nonzero(tc)
-        present = denom > 0
-        return float(np.mean(2 * inter[present] / denom[present])) if present.any() else None
+            predictions += [pr[b.inner] for b, pr in zip(chunk, pred.cpu().numpy(), strict=True)]
+        return self._blocks_dice(predictions)
 
     def finish(self, elapsed: float = 0.0) -> UNet:
         """The model in eval mode with everything needed to reuse it recorded in ``model.meta``."""
@@ -555,6 +707,8 @@ class _ValBlock:
     window: np.ndarray  # (C, P, P) normalized image around the block
     inner: tuple[slice, slice]  # where the block lies inside the window
     target: np.ndarray  # held-out target of the block
+    sample: int = 0  # which sample (plane) the block comes from
+    where: tuple[slice, slice] = (slice(0), slice(0))  # where the block lies in that plane
 
 
 def _split_validation(
@@ -606,6 +760,8 @@ def _split_validation(
                 np.ascontiguousarray(img[:, wy : wy + p, wx : wx + p]),
                 (slice(y - wy, y - wy + block), slice(x - wx, x - wx + block)),
                 samples[i].target[y : y + block, x : x + block].copy(),
+                i,
+                (slice(y, y + block), slice(x, x + block)),
             )
         )
     # windows must share one size to batch; blocks from images smaller than the patch are skipped
