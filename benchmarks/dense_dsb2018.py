@@ -7,10 +7,9 @@ the right half, print pixel and object scores (target: Dice >= 0.85). Also the r
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
-import torch
+from predict_speed import machine
 
 import napari_unet as nu
 from napari_unet.runtime import pick_device, pick_precision
@@ -29,10 +28,7 @@ def main() -> None:
         "right->left": ((slice(None), slice(half, None)), (slice(None), slice(0, half))),
     }
     dev = pick_device()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"{dev.type} {pick_precision(dev)}; torch {torch.__version__}"
-    )
+    print(f"machine: {machine()}; {dev.type} {pick_precision(dev)}")
     print(
         f"{'split':<12} {'seed':>4} {'steps':>5} {'train s':>7} {'dice':>6} {'iou':>6} {'prec':>6} {'rec':>6}"
         f" {'objects':>9} {'matched':>7} {'obj IoU':>7}"

@@ -218,6 +218,9 @@ def main() -> None:
     predicting_handlers = handlers.take()
     viewer.close()
 
+    from predict_speed import machine
+
+    print(f"machine: {machine()}")
     print(f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     print("baseline (nothing running, zoom toggled every 0.5 s):")
     print(

@@ -71,6 +71,9 @@ def main() -> None:
     layers = len(viewer.layers)
     viewer.close()
 
+    from predict_speed import machine
+
+    print(f"machine: {machine()}")
     print(f"{args.cycles} Train/Stop cycles ({sum(seconds):.0f} s, {max(seconds):.1f} s the longest):")
     print(f"  threading.active_count      {before[0]:5d} -> {after[0]:5d}")
     print(f"  QThreadPool active threads  {before[1]:5d} -> {after[1]:5d}")

@@ -51,6 +51,9 @@ def main() -> None:
         return (rng.random((h, w)) * 255).astype(np.uint8)
 
     start = rss_mib()
+    from predict_speed import machine
+
+    print(f"machine: {machine()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; RSS at start {start:.1f} MiB")
     t0 = time.perf_counter()
     for i in range(args.warmup):

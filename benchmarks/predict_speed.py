@@ -25,7 +25,6 @@ labels of napari-unet (Dice >= 0.99).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
@@ -53,18 +52,10 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def machine() -> str:
-    from napari_unet.runtime import cpu_has_fast_bf16
+    """The CPU model, its vector extensions and what napari-unet picks on it (every benchmark prints this)."""
+    from napari_unet.runtime import cpu_summary
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"native bf16: {cpu_has_fast_bf16()}, load average {' '.join(f'{x:.1f}' for x in _load())}"
-    )
+    return f"{cpu_summary()}, torch {torch.__version__}, load average {' '.join(f'{x:.1f}' for x in _load())}"
 
 
 def _load() -> tuple[float, ...]:

@@ -50,7 +50,7 @@ import time
 from functools import partial
 
 import numpy as np
-from predict_speed import parse_overrides
+from predict_speed import machine, parse_overrides
 
 
 def forest(train_img: np.ndarray, strokes: np.ndarray, test_img: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     image, truth = nuclei(), nuclei_labels()
     h, w = truth.shape
     halves = {"left": np.s_[:, : w // 2], "right": np.s_[:, w // 2 :]}
+    print(f"machine: {machine()}")
     print(
         f"DSB2018 nuclei {image.shape}, {truth.max()} objects; U-Net time limit {args.time_limit:.0f} s; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; overrides {overrides or 'none'}"

@@ -160,7 +160,7 @@ def train_files(tmp_path, data):
 def _start_training(folder, *extra):
     argv = [sys.executable, "-m", "napari_unet.cli", "train", str(folder / "img.tif"), "--labels",
             str(folder / "lab.tif"), "-o", str(folder / "m.pt"), "--time-limit", "120", "--filters", "4",
-            "--depth", "2", "--patch-size", "32", "--batch-size", "2", *extra]  # fmt: skip
+            "--depth", "2", "--patch-size", "32", "--batch-size", "2", "--no-plateau", *extra]  # fmt: skip
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     err = bytearray()

@@ -65,7 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="complete masks: 0 = background, > 0 = foreground (instances count as one class)",
     )
     t.add_argument("--multiclass", action="store_true", help="dense labels are class ids, not instances")
-    t.add_argument("--time-limit", type=float, default=None, help="seconds of training (default 60)")
+    t.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="at most this many seconds of wall time, preparation included (default 120; training usually ends "
+        "sooner, once the held-out Dice stops improving)",
+    )
+    t.add_argument(
+        "--no-plateau", action="store_true", help="use the whole time limit even when training stops improving"
+    )
     t.add_argument("--epochs", type=int, default=None, help="number of epochs (instead of or with a time limit)")
     t.add_argument("--from", dest="from_model", default=None, help="fine-tune this model file")
     t.add_argument("--seed", type=int, default=0)
@@ -175,7 +184,7 @@ def _run_training(trainer, desc: str = "training") -> object:
     """Iterate the trainer with a progress bar; the first Ctrl-C stops after the current step."""
     from tqdm import tqdm
 
-    from .training import Done, Epoch
+    from .training import Done, Epoch, Prepared, Preparing
 
     previous = signal.getsignal(signal.SIGINT)
 
@@ -199,6 +208,12 @@ def _run_training(trainer, desc: str = "training") -> object:
             if isinstance(event, Done):
                 done = event
                 break
+            if isinstance(event, Preparing):
+                bar.set_postfix({"pseudo-labels": f"{event.done}/{event.total} tiles"}, refresh=False)
+                bar.update(0)
+                continue
+            if isinstance(event, Prepared):
+                continue
             post = {"step": event.step, "loss": f"{event.loss:.3f}"}
             if isinstance(event, Epoch) and event.val_dice is not None:
                 post["val_dice"] = f"{event.val_dice:.3f}"
@@ -213,7 +228,7 @@ def _run_training(trainer, desc: str = "training") -> object:
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_model, save_model
     from .io import read_image
-    from .training import Trainer
+    from .training import TrainConfig, Trainer, trust_warning
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
@@ -227,7 +242,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     images = [read_image(p) for p in args.images]
     labels = [np.asarray(read_image(p)) for p in args.labels]
     base = load_model(args.from_model) if args.from_model else None
-    time_limit = args.time_limit if args.time_limit is not None else (None if args.epochs else 60.0)
+    time_limit = args.time_limit if args.time_limit is not None else (None if args.epochs else TrainConfig.time_limit)
     trainer = Trainer(
         images,
         labels,
@@ -247,6 +262,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         channel_axis=args.channel_axis,
         device=args.device,
         precision=args.precision,
+        until_plateau=not args.no_plateau,
     )
     print(
         f"{trainer.mode} labels, {trainer.n_classes} class(es), {trainer.n_annotated} annotated pixels, "
@@ -263,7 +279,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     save_model(done.model, out, overwrite=args.overwrite)
     dice = f", validation Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
     how = "stopped" if done.stopped else "trained"
-    print(f"{how} {done.steps} steps in {done.elapsed:.0f} s{dice}; model saved to {out}")
+    why = ", then it stopped improving" if done.plateau and not done.stopped else ""
+    print(f"{how} {done.steps} steps in {done.elapsed:.0f} s{dice}{why}; model saved to {out}")
+    warning = trust_warning(done)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 
@@ -445,7 +465,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .prediction import predict
     from .sample_data import nuclei, nuclei_labels
     from .strokes import scribbles_from_truth
-    from .training import Trainer
+    from .training import Trainer, trust_warning
 
     outdir = check_writable(args.output)
     names = ["model.pt", "nuclei_right_labels.tif", "nuclei_right_contours.geojson", "nuclei_right_contours.csv",
@@ -458,7 +478,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     train_labels = scribbles_from_truth(truth[:, :half], seed=args.seed) if strokes else truth[:, :half]
     kind = f"scribbles on {np.count_nonzero(train_labels)} pixels" if strokes else "complete masks"
     print(
-        f"demo: DSB2018 nuclei {image.shape}; training {args.time_limit:.0f} s on the left half ({kind})",
+        f"demo: DSB2018 nuclei {image.shape}; training at most {args.time_limit:.0f} s on the left half ({kind})",
         file=sys.stderr,
     )
     trainer = Trainer(
@@ -471,6 +491,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         mode="sparse" if strokes else "dense",
     )
     done = _run_training(trainer)
+    why = ", then it stopped improving" if done.plateau and not done.stopped else ""
+    print(f"trained {done.steps} steps in {done.elapsed:.0f} s{why}", file=sys.stderr)
+    warning = trust_warning(done)
+    if warning:
+        print(warning, file=sys.stderr)
     model = done.model
     t0 = time.perf_counter()
     test_img, test_truth = image[:, half:], truth[:, half:]

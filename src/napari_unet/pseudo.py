@@ -102,7 +102,7 @@ def merge(target: np.ndarray, pseudo: np.ndarray, exclude: np.ndarray | None = N
 MAX_TILE = 512  # pseudo-labels are built tile by tile: Stop is honoured between tiles and between stages
 MARGIN = 48  # context around a tile for its features (3 x the largest feature scale)
 FIT_PIXELS_PER_CLASS = 4000  # the forest is fit once every class has this many annotated pixels, or on all
-FIT_MIN_TILES = 4
+FIT_MIN_TILES = 2
 
 
 def fingerprint(array: np.ndarray) -> str:
@@ -238,10 +238,12 @@ class PseudoLabeler:
         from sklearn.ensemble import RandomForestClassifier
 
         xs, ys, counts = [], [], {}
+        classes = self._classes()
         for n, (i, box) in enumerate(self.stroke_tiles):
-            enough = all(counts.get(c, 0) >= FIT_PIXELS_PER_CLASS for c in self._classes())
-            if n >= FIT_MIN_TILES and (enough or time.perf_counter() > deadline):
-                break
+            if n and len(counts) >= 2:  # past the deadline, one tile with two classes is enough to start
+                enough = n >= FIT_MIN_TILES and all(counts.get(c, 0) >= FIT_PIXELS_PER_CLASS for c in classes)
+                if enough or time.perf_counter() > deadline:
+                    break
             if self.should_stop():
                 return False
             feats, inner = self._features(i, box)

@@ -321,8 +321,12 @@ def warm_up(
     preview_size: int = 512,
     device: str | torch.device = "auto",
     precision: str = "auto",
+    should_stop=lambda: False,
 ) -> float:
     """Pay the one-off costs of the first training step and preview ahead of time; returns the seconds spent.
+
+    ``should_stop`` is checked between the phases (each well under a second), so an application that quits
+    right after starting it waits for one phase at most.
 
     The first ``torch.optim`` optimizer imports ``torch._dynamo`` (1-2 s), and oneDNN builds its kernels for
     each new shape on first use (another 1-2 s for a bf16 forward + backward). Both are per process and
@@ -337,13 +341,19 @@ def warm_up(
     dev = device if isinstance(device, torch.device) else pick_device(device)
     prec = pick_precision(dev, precision)
     model = prepare_module(UNet(in_channels, n_classes, filters, depth), dev)
+    if should_stop():
+        return time.perf_counter() - start
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.zeros(batch_size, in_channels, patch_size, patch_size, device=dev)
     x = x.contiguous(memory_format=torch.channels_last)
     with autocast(dev, prec):
         loss = model(x).float().mean()
+    if should_stop():
+        return time.perf_counter() - start
     loss.backward()
     optimizer.step()
+    if should_stop():
+        return time.perf_counter() - start
     with torch.inference_mode():
         inference_network(model.eval(), dev, prec)(torch.zeros(1, in_channels, preview_size, preview_size, device=dev))
     return time.perf_counter() - start

@@ -109,7 +109,7 @@ def _started(widget) -> bool:
 
 def test_stop_takes_effect_after_the_current_step(qtbot, train_widget, sample_viewer, messages):
     before = snapshot(sample_viewer)
-    train_widget.set_settings(time_limit=120)
+    train_widget.set_settings(time_limit=120, until_plateau=False)
     train_widget.start_training()
     assert train_widget.running and train_widget._stop.enabled
     wait_until(qtbot, lambda: _started(train_widget), timeout=60)
@@ -129,7 +129,7 @@ def test_new_strokes_start_a_new_round(qtbot, train_widget, sample_viewer, monke
     from napari_unet._widgets import _train_job
 
     monkeypatch.setattr(_train_job, "MIN_ROUND_SECONDS", 0.0)
-    train_widget.set_settings(time_limit=60)
+    train_widget.set_settings(time_limit=60, until_plateau=False)
     train_widget.start_training()
     wait_until(qtbot, lambda: _started(train_widget), timeout=60)
     strokes = sample_viewer.layers["nuclei strokes"]
@@ -202,7 +202,7 @@ def test_large_plane_preview_reads_only_the_crop(tiny_model, monkeypatch, rgb):
 @pytest.mark.parametrize("name", ["nuclei strokes", "nuclei"])
 def test_removing_an_input_layer_stops_cleanly(qtbot, train_widget, sample_viewer, messages, name):
     before = snapshot(sample_viewer)
-    train_widget.set_settings(time_limit=120)
+    train_widget.set_settings(time_limit=120, until_plateau=False)
     train_widget.start_training()
     wait_until(qtbot, lambda: _started(train_widget), timeout=60)
     sample_viewer.layers.remove(name)
@@ -226,7 +226,7 @@ def test_train_stop_cycles_leave_no_threads(qtbot, train_widget, sample_viewer, 
         train_widget.stop_training()
         wait_until(qtbot, lambda: not train_widget.running, timeout=5)
 
-    train_widget.set_settings(time_limit=120, preview_every=1)
+    train_widget.set_settings(time_limit=120, until_plateau=False, preview_every=1)
     cycle()  # the first run starts what lives on (torch's thread pool, napari's worker pool)
     pool = QThreadPool.globalInstance()
     assert pool.waitForDone(5000)
@@ -242,10 +242,18 @@ def test_train_stop_cycles_leave_no_threads(qtbot, train_widget, sample_viewer, 
 def test_skipped_steps_are_reported(train_widget, tiny_model, messages):
     from napari_unet.training import Done
 
-    train_widget._on_done(Done(tiny_model, 10, 1, 1.0, 0.5, None, False, skipped=3))
+    train_widget._on_done(Done(tiny_model, 500, 25, 60.0, 0.5, None, False, skipped=3))
     assert any("3 training steps were skipped" in m for m in messages["warning"]), messages
-    train_widget._on_done(Done(tiny_model, 10, 1, 1.0, 0.5, None, False))
+    train_widget._on_done(Done(tiny_model, 500, 25, 60.0, 0.5, None, False))
     assert len(messages["warning"]) == 1
+
+
+def test_too_few_steps_are_said_plainly(train_widget, tiny_model, messages):
+    from napari_unet.training import Done
+
+    train_widget._on_done(Done(tiny_model, 21, 1, 60.0, 0.5, 0.34, False))
+    assert "Not to be trusted yet" in train_widget._status.value and "Train longer" in train_widget._status.value
+    assert any("only 21 training steps" in m for m in messages["warning"]), messages
 
 
 def test_preview_when_transposed_and_why_not_in_3d(qtbot, train_widget, sample_viewer):
@@ -264,7 +272,7 @@ def test_preview_when_transposed_and_why_not_in_3d(qtbot, train_widget, sample_v
 
 def test_closing_the_viewer_during_training_ends_the_worker(qtbot, train_widget, sample_viewer, messages, caplog):
 
-    train_widget.set_settings(time_limit=120)
+    train_widget.set_settings(time_limit=120, until_plateau=False)
     train_widget.start_training()
     wait_until(qtbot, lambda: _started(train_widget), timeout=60)
     assert_close_ends_cleanly(qtbot, sample_viewer, messages, caplog)
@@ -292,3 +300,46 @@ def test_loading_a_junk_file_shows_an_error(train_widget, messages, tmp_path):
 
     guarded(train_widget.load_model)(junk)
     assert len(messages["error"]) == 1 and "not a napari-unet model" in messages["error"][0]
+
+
+def test_quitting_right_after_opening_train_does_not_abort(tmp_path):
+    """The warm-up thread must never crash the application: quit while it is inside torch, exit code 0."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "quit_early.py"
+    script.write_text(
+        "import napari\n"
+        "from qtpy.QtCore import QTimer\n"
+        "from napari_unet._widgets._train import TrainWidget\n"
+        "viewer = napari.Viewer()\n"
+        "viewer.window.add_dock_widget(TrainWidget(viewer))\n"
+        "QTimer.singleShot(300, viewer.close)\n"
+        "napari.run()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NAPARI_UNET_NO_WARMUP"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "terminate called" not in proc.stderr
+
+
+def test_the_forest_gives_the_first_preview_before_the_first_step():
+    """Scribbles: the pseudo-labelling forest's answer is shown at once; the U-Net's replaces it later."""
+    from napari_unet._widgets._train_job import Inbox, Preview, Tick, View, train_rounds
+    from napari_unet.sample_data import nuclei, nuclei_labels, nuclei_strokes
+    from napari_unet.training import Done, TrainConfig
+
+    inbox = Inbox(preview=True, preview_interval=0.0)
+    inbox.post_view(View(0, (), (0, 512), (0, 512)))
+    cfg = TrainConfig(time_limit=None, epochs=1, steps_per_epoch=3, filters=4, depth=2, patch_size=32, batch_size=2)
+    events = list(train_rounds([nuclei()], [nuclei_strokes()], cfg, None, inbox))
+    kinds = [type(e) for e in events]
+    first_preview, first_tick = kinds.index(Preview), kinds.index(Tick)
+    assert first_preview < first_tick
+    forest = events[first_preview].labels
+    truth = nuclei_labels() > 0
+    dice = 2 * np.count_nonzero((forest > 0) & truth) / (np.count_nonzero(forest) + np.count_nonzero(truth))
+    assert forest.shape == (512, 512) and dice > 0.7
+    # 3 U-Net steps cannot beat it: no U-Net preview until the final one, taken from the trained model
+    assert kinds.count(Preview) == 2 and kinds[-2] is Preview and kinds[-1] is Done

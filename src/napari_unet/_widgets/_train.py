@@ -48,25 +48,38 @@ MODE_TIP = (
 
 
 _warm_up_started = False
+_warm_up_cancel = threading.Event()
 
 
 def _warm_up_in_background() -> None:
-    """Once per process, pay torch's first-step costs (imports, oneDNN kernels: seconds) in a daemon thread
-    while the user looks and paints, so that Train shows its first preview sooner."""
+    """Once per process, pay torch's first-step costs (imports, oneDNN kernels: seconds) in a background
+    thread while the user looks and paints, so that Train shows its first preview sooner.
+
+    The thread is not a daemon: a daemon thread still inside torch when Python shuts down aborts the process
+    ("terminate called without an active exception"). Quitting the application cancels it between phases,
+    and Python's shutdown waits for the phase under way (well under a second).
+    """
     global _warm_up_started
     if _warm_up_started or os.environ.get("NAPARI_UNET_NO_WARMUP"):
         return
     _warm_up_started = True
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None:
+        app.aboutToQuit.connect(_warm_up_cancel.set)
 
     def run() -> None:
         try:
+            if _warm_up_cancel.is_set():
+                return
             from ..runtime import warm_up
 
-            warm_up()
+            warm_up(should_stop=_warm_up_cancel.is_set)
         except Exception:  # only an optimization: training works the same without it
             logging.getLogger("napari_unet").debug("warm-up failed", exc_info=True)
 
-    threading.Thread(target=run, name="napari-unet-warm-up", daemon=True).start()
+    threading.Thread(target=run, name="napari-unet-warm-up", daemon=False).start()
 
 
 class _PairRow(Container):
@@ -141,7 +154,18 @@ class TrainWidget(Container):
 
         # ---- advanced
         self._time_limit = FloatSpinBox(
-            value=60, min=0, max=86400, step=10, label="Time budget (s)", tooltip="0 = no time limit (use epochs)"
+            value=120,
+            min=0,
+            max=86400,
+            step=10,
+            label="Time budget (s)",
+            tooltip="At most this many seconds from the click on Train, preparation included; 0 = no time limit "
+            "(use epochs)",
+        )
+        self._until_plateau = CheckBox(
+            value=True,
+            text="Stop when it stops improving",
+            tooltip="End sooner than the time budget once the held-out Dice (or the loss) stops improving",
         )
         self._epochs = SpinBox(value=0, min=0, max=100000, label="Epochs", tooltip="0 = train until the time is up")
         self._steps_per_epoch = SpinBox(value=20, min=1, max=10000, label="Steps per epoch")
@@ -164,6 +188,7 @@ class TrainWidget(Container):
         self._advanced = Container(
             widgets=[
                 self._time_limit,
+                self._until_plateau,
                 self._epochs,
                 self._steps_per_epoch,
                 self._filters,
@@ -437,6 +462,7 @@ class TrainWidget(Container):
 
         return TrainConfig(
             time_limit=float(self._time_limit.value) or None,
+            until_plateau=bool(self._until_plateau.value),
             epochs=int(self._epochs.value) or None,
             steps_per_epoch=int(self._steps_per_epoch.value),
             filters=int(self._filters.value),
@@ -450,8 +476,8 @@ class TrainWidget(Container):
         )
 
     def set_settings(self, **values) -> None:
-        """Set advanced settings by name: time_limit, epochs, steps_per_epoch, filters, depth, patch, batch,
-        lr, preview, preview_every, augment, multiclass."""
+        """Set advanced settings by name: time_limit, until_plateau, epochs, steps_per_epoch, filters, depth, patch,
+        batch, lr, preview, preview_every, augment, multiclass."""
         for name, value in values.items():
             widget = getattr(self, f"_{name}", None)
             if widget is None:
@@ -526,11 +552,20 @@ class TrainWidget(Container):
             model,
             self._inbox,
             rgb,
+            self._pseudo_cache(),
             on_yield=self._on_event,
             on_error=self._on_error,
             on_finish=self._on_finish,
         )
         self._timer.start()
+
+    def _pseudo_cache(self):
+        """Pseudo-labelling work (pixel features, finished planes) kept across Train clicks of this widget."""
+        if getattr(self, "_pseudo", None) is None:
+            from ..pseudo import PseudoCache
+
+            self._pseudo = PseudoCache()
+        return self._pseudo
 
     def stop_training(self) -> None:
         """Stop after the current step; the model trained so far is kept."""
@@ -545,7 +580,14 @@ class TrainWidget(Container):
         self._stop.enabled = running
         for w in (self._load, self._new_layer, self._pairs, self._mode, self._finetune, self._multiclass):
             w.enabled = not running
-        for w in (self._time_limit, self._epochs, self._steps_per_epoch, self._filters, self._depth):
+        for w in (
+            self._time_limit,
+            self._until_plateau,
+            self._epochs,
+            self._steps_per_epoch,
+            self._filters,
+            self._depth,
+        ):
             w.enabled = not running
         for w in (self._patch, self._batch, self._lr, self._augment):
             w.enabled = not running
@@ -623,9 +665,16 @@ class TrainWidget(Container):
     def _on_event(self, event) -> None:
         if not self._alive():
             return
-        from ..training import Done
+        from ..training import Done, Preparing
 
-        if isinstance(event, Tick):
+        if isinstance(event, Preparing):
+            text = f"pseudo-labels {event.done}/{event.total}"
+            c.set_progress(self._progress, 0, text)
+            self._status.value = (
+                f"Learning from the strokes with a quick forest: tile {event.done} of {event.total} "
+                f"({c.format_seconds(event.elapsed)}); its result is the first preview."
+            )
+        elif isinstance(event, Tick):
             self._plot.add_loss(event.step, event.loss)
             if event.epoch:
                 self._plot.add_dice(event.step, event.val_dice)
@@ -656,7 +705,7 @@ class TrainWidget(Container):
             left = tick.elapsed * (1 - tick.fraction) / tick.fraction
         else:
             left = float("nan")
-        left_text = c.format_seconds(left) + " left" if np.isfinite(left) else ""
+        left_text = "at most " + c.format_seconds(left) + " left" if np.isfinite(left) else ""
         c.set_progress(self._progress, int(1000 * tick.fraction), f"{100 * tick.fraction:.0f}%  ·  {left_text}")
         dice = next((v for _, v in reversed(self._plot.dice)), None)
         dice_text = f" · val Dice {dice:.3f}" if dice is not None else ""
@@ -754,7 +803,14 @@ class TrainWidget(Container):
         self._finetune.value = True
         dice = f", val Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
         loss = f", loss {done.loss:.3f}" if done.loss is not None else ""
-        self._status.value = f"Done: {done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice}."
+        why = " (it had stopped improving)" if getattr(done, "plateau", False) and not done.stopped else ""
+        self._status.value = f"Done: {done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice}{why}."
+        from ..training import trust_warning
+
+        warning = trust_warning(done)
+        if warning:
+            self._status.value += f"<br><b>{html.escape(warning)}</b>"
+            c.report_warning(warning)
         self._progress.value = 1000 if not done.stopped else self._progress.value
         self._progress.native.setFormat("stopped" if done.stopped else "done")
         self._plot.update()

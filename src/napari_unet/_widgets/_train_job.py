@@ -23,6 +23,8 @@ from ..errors import InputError
 log = logging.getLogger("napari_unet")
 
 MIN_ROUND_SECONDS = 2.0  # new strokes are taken in at most this often
+# without held-out strokes to compare on, the U-Net's preview replaces the forest's after this many steps
+UNET_PREVIEW_MIN_STEPS = 100
 MAX_PREVIEW_SIDE = 512  # the preview predicts at most this many pixels per side around the view centre
 _LARGE_PLANE = 4096 * 4096  # above this, the preview normalizes only the region it predicts
 
@@ -176,23 +178,34 @@ def train_rounds(
     model,
     inbox: Inbox,
     rgb: Sequence[bool] | None = None,
+    pseudo_cache=None,
 ) -> Iterator:
-    """The training job: yields ``Round``, ``Tick``, ``Preview``, ``Notice`` events, then the core ``Done``.
+    """The training job: yields ``Round``, ``Tick``, ``Preview``, ``Notice`` events and the core ``Preparing``,
+    then the core ``Done``.
 
     ``labels`` must be copies the GUI will not change; newer copies arrive through ``inbox.post_labels``.
+    ``pseudo_cache`` (a ``pseudo.PseudoCache``) keeps pseudo-labelling work across rounds and Train clicks.
+    For scribbles, the first preview is the forest's pseudo-labels (seconds after Train); the U-Net's previews
+    replace it once the U-Net beats the forest on the held-out strokes (or, without held-out strokes, after
+    ``UNET_PREVIEW_MIN_STEPS`` steps).
     """
+    from ..pseudo import PseudoCache
+
     rgb = list(rgb) if rgb is not None else [False] * len(images)
     previewer = _Previewer(images, rgb)
     # previews run beside training, so Stop never waits for one and training never pauses for one
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-preview")
+    cache = pseudo_cache if pseudo_cache is not None else PseudoCache()
     try:
-        yield from _rounds(images, labels, config, model, inbox, previewer, pool)
+        yield from _rounds(images, labels, config, model, inbox, previewer, pool, cache)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, pool: ThreadPoolExecutor) -> Iterator:
-    from ..training import Done, Epoch, Step, Trainer
+def _rounds(
+    images, labels, config, model, inbox: Inbox, previewer: _Previewer, pool: ThreadPoolExecutor, cache
+) -> Iterator:
+    from ..training import Done, Epoch, Prepared, Preparing, Step, Trainer
 
     start = time.perf_counter()
     total_time, total_epochs = config.time_limit, config.epochs
@@ -201,6 +214,9 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
     current, previous = list(labels), None
     last_preview = time.perf_counter()
     pending: Future | None = None
+    forest_dice: float | None = None
+    forest_shown = False  # the forest's preview is up and the U-Net has not yet beaten it
+    plateau = False
 
     def preview(m, step: int) -> Preview | None:
         view = inbox.view()
@@ -232,7 +248,7 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
             progressed = elapsed / total_time if total_time is not None else epochs_done / max(total_epochs or 1, 1)
             overrides["schedule_start"] = min(max(progressed, 0.0), 0.95)
         try:
-            trainer = Trainer(images, current, config, model=model, **overrides)
+            trainer = Trainer(images, current, config, model=model, pseudo_cache=cache, **overrides)
         except InputError as e:
             if previous is None:
                 raise
@@ -249,6 +265,20 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
             if isinstance(event, Done):
                 done = event
                 break
+            if isinstance(event, Preparing):
+                yield event
+                continue
+            if isinstance(event, Prepared):
+                forest_dice = event.forest_val_dice
+                view = inbox.view()
+                if inbox.preview and view is not None and not inbox.stop_requested:
+                    view = clip_view(view)
+                    box = trainer.pseudo_labels_in(view.image, view.plane, view.rows, view.cols)
+                    if box is not None:
+                        forest_shown = True
+                        last_preview = time.perf_counter()
+                        yield Preview(view, box, steps_done)
+                continue
             elapsed = time.perf_counter() - start
             fraction = 0.0
             if total_time is not None:
@@ -262,6 +292,11 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
             elif isinstance(event, Epoch):
                 val_dice = event.val_dice if event.val_dice is not None else val_dice
                 yield Tick(steps_done + event.step, event.loss, elapsed, fraction, event.val_dice, epoch=True)
+            if forest_shown:  # the U-Net's preview replaces the forest's once it does better
+                if forest_dice is not None:
+                    forest_shown = val_dice is None or val_dice < forest_dice
+                else:
+                    forest_shown = steps_done + trainer.steps < UNET_PREVIEW_MIN_STEPS
             if inbox.stop_requested:
                 continue
             now = time.perf_counter()
@@ -273,13 +308,17 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
             shown = finished_preview()
             if shown is not None:
                 yield shown
-            elif inbox.preview and pending is None and now - last_preview >= inbox.preview_interval:
+            elif (
+                inbox.preview and pending is None and not forest_shown and now - last_preview >= inbox.preview_interval
+            ):
                 pending = pool.submit(preview, trainer.snapshot(), steps_done + trainer.steps)
         assert done is not None
         model = done.model
         steps_done += done.steps
         epochs_done += done.epochs
         skipped += getattr(done, "skipped", 0)
+        plateau = done.plateau
+        forest_dice = done.forest_val_dice if done.forest_val_dice is not None else forest_dice
         val_dice = done.val_dice if done.val_dice is not None else val_dice
         if new_labels is None or inbox.stop_requested:
             break
@@ -297,4 +336,5 @@ def _rounds(images, labels, config, model, inbox: Inbox, previewer: _Previewer, 
             shown = None
         if shown is not None:
             yield shown
-    yield Done(model, steps_done, epochs_done, time.perf_counter() - start, loss, val_dice, stopped, skipped)
+    elapsed = time.perf_counter() - start
+    yield Done(model, steps_done, epochs_done, elapsed, loss, val_dice, stopped, skipped, plateau, forest_dice)
