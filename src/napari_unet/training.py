@@ -377,6 +377,10 @@ class Trainer:
         self.last_loss: float | None = None
         self.val_dice: float | None = None
         self.plateau = False
+        self._anneal: tuple[int, int, float] | None = None  # (step, length, lr scale) once a plateau is seen
+        self._best: float | None = None
+        self._since_best = 0
+        self._last_fraction = 0.0
         # the budget is the user's wall time: preparing the data counts (run() adds it to its clock)
         self.prepare_seconds = time.perf_counter() - created
 
@@ -554,10 +558,6 @@ class Trainer:
         cfg = self.config
         # the clock starts when the Trainer was created: preparing the data is part of the user's wait
         start = time.perf_counter() - self.prepare_seconds
-        self._anneal: tuple[int, int, float] | None = None
-        self._best: float | None = None
-        self._since_best = 0
-        self._last_fraction = 0.0
         if self.use_pseudo:
             yield from self.prepare(self._pseudo_deadline(start))
             labeler = self.labeler
@@ -571,17 +571,23 @@ class Trainer:
         epoch_losses: list[float] = []
         elapsed = time.perf_counter() - start
         bad_in_a_row = 0
+        step_seconds = 0.0  # recent step duration, so the last step does not overrun the budget
         while not self._stop:
             fraction = self._fraction(elapsed)
             self._last_fraction = fraction
             if fraction >= 1.0 or (self._anneal is not None and self.steps >= self._anneal[0] + self._anneal[1]):
                 break
+            if cfg.time_limit is not None and self.steps and elapsed + step_seconds > cfg.time_limit:
+                break  # the next step would end past the budget: the user's wall time is the limit
             if refresh and (fraction >= cfg.self_training or self._anneal is not None):
                 refresh = False
                 # self-training gets at most a tenth of the budget that is left
                 left = (cfg.time_limit - elapsed) / 10 if cfg.time_limit is not None else math.inf
                 self.refresh_pseudo_labels(time.perf_counter() + left)
+            step_start = time.perf_counter()
             loss = self.train_step(fraction)
+            took = time.perf_counter() - step_start
+            step_seconds = took if not self.steps or step_seconds == 0 else 0.8 * step_seconds + 0.2 * took
             if not math.isfinite(loss):
                 bad_in_a_row += 1
                 elapsed = time.perf_counter() - start
