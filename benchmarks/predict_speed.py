@@ -4,12 +4,13 @@ The image is the bundled DSB2018 nuclei image (512 x 512) tiled 4 x 4 into 2048 
 real. The model is trained for ``--train-seconds`` on the image's own masks (or loaded with ``--model``), so
 that label agreement means something. In one process, interleaved, best of ``--repeats``:
 
-- limit (eager): the UNet alone, eval, channels_last, bf16 autocast (fp32 without native bf16), on batches
-  of tiles of the size napari-unet picks, no blending, no normalization: tile pixels per second;
-- limit (fused): the same with napari-unet's ``FusedUNet`` (batch norm folded, ReLU fused): the fastest
-  forward pass of this network on this CPU that we know of; the ratio target is against this one;
-- napari-unet: ``predict(model, image)`` end to end (normalization, tiling, blending, thresholding):
-  image pixels per second;
+- the limit: the bare network's fastest forward on one tile, the best over tile sizes 256, 512, 768 and 1024
+  and over the eager UNet in fp32 (NCHW), the eager UNet channels_last (bf16 autocast where the CPU has it)
+  and napari-unet's ``FusedUNet`` (batch norm folded, ReLU fused), in pixels of network input per second,
+  no blending, no normalization: the table of all of them is printed;
+- napari-unet: ``predict(model, image)`` end to end with its own tile choice (measured once per machine,
+  ``runtime.tile_rates``), normalization, tiling with overlap, blending, thresholding: image pixels per second
+  (the overlap's recomputed pixels count against it);
 - MONAI: ``monai.inferers.sliding_window_inference`` with the same weights, tile size (``--tile``), overlap
   and batch of tiles, as a MONAI user would run it (fp32), and with napari-unet's fast path applied by hand
   (channels_last + bf16 autocast), on the same normalized image; labels by thresholding at 0.5.
@@ -19,12 +20,14 @@ labels of napari-unet (Dice >= 0.99).
 
     pip install -e ".[benchmarks]"          # monai (pure Python, no CUDA pull: torch is already there)
     python benchmarks/predict_speed.py      # ~3 minutes on 2 cores
+    DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 NAPARI_UNET_PRECISION=fp32 python benchmarks/predict_speed.py
     python benchmarks/predict_speed.py --tile 512 --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import numpy as np
@@ -91,7 +94,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model file (default: train one for --train-seconds)")
     ap.add_argument("--train-seconds", type=float, default=20.0)
-    ap.add_argument("--tile", type=int, default=None, help="tile size (default: napari-unet's DEFAULT_TILE)")
+    ap.add_argument("--tile", type=int, default=None, help="tile size (default: napari-unet's choice per machine)")
     ap.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-monai", action="store_true")
@@ -99,11 +102,10 @@ def main(argv=None) -> None:
 
     from napari_unet import predict
     from napari_unet.data import normalize
-    from napari_unet.prediction import DEFAULT_OVERLAP, DEFAULT_TILE, MAX_BATCH_PIXELS, _tiles
+    from napari_unet.prediction import DEFAULT_OVERLAP, auto_tile
     from napari_unet.runtime import autocast, inference_network, pick_device, pick_precision
     from napari_unet.sample_data import nuclei
 
-    tile = args.tile or DEFAULT_TILE
     overlap = DEFAULT_OVERLAP
     model = get_model(args.model, args.train_seconds).eval()
     image = np.tile(nuclei(), (4, 4))
@@ -111,41 +113,39 @@ def main(argv=None) -> None:
     mpx = h * w / 1e6
     dev = pick_device("auto")
     prec = pick_precision(dev, "auto")
-    print(f"machine: {machine()}")
-    print(f"image {h} x {w} (DSB2018 tiled 4 x 4), tile {tile}, overlap {overlap}, device {dev}, precision {prec}")
-
-    # the limit: batches of tiles of the size napari-unet uses, no blending
-    th, ys = _tiles(h, tile, overlap, 2**model.depth)
-    tw, xs = _tiles(w, tile, overlap, 2**model.depth)
-    bs = max(1, min(args.batch, MAX_BATCH_PIXELS // (th * tw)))
-    # the same tiles predict() runs, in the same batches, so both sides do the same amount of work (under a
-    # fluctuating load, a short run's best time flatters it)
-    plane = normalize(image[None].astype(np.float32))
-    origins = [(y, x) for y in ys for x in xs]
-    batches = [
-        torch.from_numpy(np.stack([plane[:, y : y + th, x : x + tw] for y, x in origins[i : i + bs]])).contiguous(
-            memory_format=torch.channels_last
-        )
-        for i in range(0, len(origins), bs)
-    ]
-    tile_mpx = len(origins) * th * tw / 1e6
-    eager = model.to(memory_format=torch.channels_last)
     fused = inference_network(model, dev, prec)
+    tile = args.tile or auto_tile(model, fused, h, w, overlap, dev, prec)  # measured once per machine, cached
+    print(f"machine: {machine()}")
+    print(f"image {h} x {w} (DSB2018 tiled 4 x 4), tile {tile} (overlap {overlap}), device {dev}, precision {prec}")
 
-    def eager_forward():
-        with torch.inference_mode(), autocast(dev, prec):
-            for x in batches:
-                eager(x)
+    # the limit: the bare network's fastest forward over tile sizes 256-1024 and memory formats, in pixels per
+    # second of network input (about 1 Mpx per timed run); napari-unet pays its tiles' overlap against it
+    plane = normalize(image[None].astype(np.float32))
+    eager_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    eager = copy.deepcopy(model)
+    nets = {
+        "eager fp32 NCHW": (eager, torch.contiguous_format, "fp32"),
+        f"eager {prec} channels_last": (eager_cl, torch.channels_last, prec),
+        f"FusedUNet {prec}": (fused, torch.channels_last, None),
+    }
+    limit_runs = {}
+    for size in (256, 512, 768, 1024):
+        n = max(1, (1 << 20) // (size * size))
+        x = torch.from_numpy(np.ascontiguousarray(plane[None, :, :size, :size]))
+        for name, (net, fmt, p) in nets.items():
+            xf = x.contiguous(memory_format=fmt)
 
-    def fused_forward():
-        with torch.inference_mode():
-            for x in batches:
-                fused(x)
+            def run(net=net, x=xf, n=n, p=p):
+                with torch.inference_mode(), autocast(dev, p or "fp32"):
+                    for _ in range(n):
+                        net(x)
 
-    results: dict[str, float] = {}
+            limit_runs[(name, size)] = (run, n * size * size / 1e6)
+
+    results: dict[str, np.ndarray] = {}
 
     def ours():
-        results["labels"] = predict(model, image, tile_size=tile, overlap=overlap, batch_size=args.batch)
+        results["labels"] = predict(model, image, tile_size=args.tile, overlap=overlap, batch_size=args.batch)
 
     monai_runs = {}
     if not args.no_monai:
@@ -155,18 +155,15 @@ def main(argv=None) -> None:
 
         def monai_fp32():
             with torch.inference_mode():
-                out = sliding_window_inference(inp, (tile, tile), args.batch, model, overlap=overlap / tile)
+                out = sliding_window_inference(inp, (tile, tile), args.batch, eager, overlap=overlap / tile)
             results["monai"] = (torch.sigmoid(out[0, 0]) > 0.5).numpy()
 
         def monai_fast():
             with torch.inference_mode(), autocast(dev, prec):
                 out = sliding_window_inference(
-                    inp.contiguous(memory_format=torch.channels_last),
-                    (tile, tile),
-                    args.batch,
-                    eager,
+                    inp.contiguous(memory_format=torch.channels_last), (tile, tile), args.batch, eager_cl,
                     overlap=overlap / tile,
-                )
+                )  # fmt: skip
             results["monai_fast"] = (torch.sigmoid(out[0, 0].float()) > 0.5).numpy()
 
         monai_runs = {
@@ -175,12 +172,7 @@ def main(argv=None) -> None:
         }
 
     # warm up everything once (oneDNN builds its kernels on first use), then interleave the repeats
-    runs = {
-        "limit, eager UNet": eager_forward,
-        "limit, FusedUNet": fused_forward,
-        "napari-unet predict": ours,
-        **monai_runs,
-    }
+    runs = {"napari-unet predict": ours, **monai_runs, **{k: v[0] for k, v in limit_runs.items()}}
     for fn in runs.values():
         fn()
     times = {name: [] for name in runs}
@@ -188,29 +180,29 @@ def main(argv=None) -> None:
         for name, fn in runs.items():
             times[name].append(_timed(fn))
     secs = {name: min(t) for name, t in times.items()}
-    rate = {
-        "limit, eager UNet": tile_mpx / secs["limit, eager UNet"],
-        "limit, FusedUNet": tile_mpx / secs["limit, FusedUNet"],
-    }
+    rate = {name: limit_runs[name][1] / secs[name] for name in limit_runs}
     for name in ["napari-unet predict", *monai_runs]:
         rate[name] = mpx / secs[name]
-    limit = max(rate["limit, eager UNet"], rate["limit, FusedUNet"])
+    best_limit = max(limit_runs, key=lambda k: rate[k])
+    limit = rate[best_limit]
     ours_rate = rate["napari-unet predict"]
+    print(f"\nthe bare network on one tile, Mpx/s of network input (best of {args.repeats}):")
+    print(f"{'':28s}" + "".join(f"{size:>8d}" for size in (256, 512, 768, 1024)))
+    for name in nets:
+        print(f"{name:28s}" + "".join(f"{rate[(name, size)]:8.2f}" for size in (256, 512, 768, 1024)))
     print(f"\n{'':52s} {'Mpx/s':>7s} {'napari-unet is':>15s}")
-    for name, r in rate.items():
-        rel = "" if name == "napari-unet predict" else f"{ours_rate / r:.2f}x this"
-        print(f"{name:52s} {r:7.2f} {rel:>15s}")
-    print(
-        f"\nnapari-unet vs limit: {ours_rate / limit:.2f}x (target >= 0.8); tiles {len(ys)} x {len(xs)} of "
-        f"{th} x {tw}: {len(ys) * len(xs) * th * tw / (h * w):.2f} network pixels per image pixel"
-    )
+    print(f"{'limit: ' + best_limit[0] + f' on {best_limit[1]} px tiles':52s} {limit:7.2f} {ours_rate / limit:14.2f}x")
+    for name in ["napari-unet predict", *monai_runs]:
+        rel = "" if name == "napari-unet predict" else f"{ours_rate / rate[name]:.2f}x this"
+        print(f"{name:52s} {rate[name]:7.2f} {rel:>15s}")
     paired = sorted(
-        min(times["limit, eager UNet"][i], times["limit, FusedUNet"][i])
-        / tile_mpx
-        / (times["napari-unet predict"][i] / mpx)
+        times[best_limit][i] / limit_runs[best_limit][1] / (times["napari-unet predict"][i] / mpx)
         for i in range(args.repeats)
     )
-    print(f"per-repeat (paired) ratios vs limit: {', '.join(f'{r:.2f}' for r in paired)}")
+    print(
+        f"\nnapari-unet vs limit: {ours_rate / limit:.2f}x (target >= 0.8); per-repeat (paired): "
+        f"{', '.join(f'{r:.2f}' for r in paired)}"
+    )
     if monai_runs:
         m32 = rate["MONAI sliding_window_inference, fp32 (as shipped)"]
         mfast = rate[f"MONAI + channels_last + {prec} autocast"]
@@ -222,7 +214,7 @@ def main(argv=None) -> None:
             f"vs MONAI fast: {dice(results['labels'], results['monai_fast']):.4f} (target >= 0.99)"
         )
     if prec == "bf16":
-        fp32 = predict(model, image, tile_size=tile, overlap=overlap, precision="fp32")
+        fp32 = predict(model, image, tile_size=args.tile, overlap=overlap, precision="fp32")
         print(f"label Dice napari-unet bf16 vs fp32: {dice(results['labels'], fp32):.4f} (target >= 0.99)")
 
 
