@@ -196,3 +196,20 @@ def test_missing_bioimageio_spec_is_a_clear_error(_trained_blobs_model, tmp_path
 def test_training_record_attachment_is_json(package, tmp_path):
     record = json.loads(_member(package, "training.json", tmp_path).read_text())
     assert record["history"][-1]["steps"] > 0
+
+
+@pytest.mark.parametrize(
+    "config", [dict(filters=4, depth=2), dict(in_channels=2, n_classes=3, filters=4, depth=3, dropout=0.1)]
+)
+def test_standalone_architecture_is_the_same_network(config):
+    """The file shipped as the package's architecture, scripted, computes what napari_unet.model.UNet does."""
+    from napari_unet import _unet_standalone
+
+    model = UNet(**config).eval()
+    twin = _unet_standalone.UNet(**config)
+    twin.load_state_dict(model.state_dict(), strict=True)
+    scripted = torch.jit.script(twin.eval())
+    for h, w in [(33, 47), (64, 64), (3, 5)]:
+        x = torch.randn(2, model.in_channels, h, w)
+        with torch.inference_mode():
+            assert torch.equal(model(x), scripted(x)), (h, w)

@@ -6,8 +6,6 @@ modules carry the same names and shapes as ``napari_unet.model.UNet``, so the sa
 either, and both compute the same function (a test checks it). It must import nothing but torch.
 """
 
-from typing import List
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +15,7 @@ class TwoConv(nn.Sequential):
     """Two 3x3 convolutions, each followed by batch normalization and ReLU."""
 
     def __init__(self, in_ch: int, out_ch: int, dropout: float = 0.0) -> None:
-        layers: List[nn.Module] = [
+        layers: list[nn.Module] = [
             nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_ch),
             nn.ReLU(inplace=True),
@@ -85,7 +83,7 @@ class UNet(nn.Module):
             # reflect where the image is big enough, as napari_unet.model.pad_to_multiple does
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, [0, pw, 0, ph], mode=mode)
-        skips: List[torch.Tensor] = [self.inc(x)]
+        skips: list[torch.Tensor] = [self.inc(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))
         y = skips.pop()

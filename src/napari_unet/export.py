@@ -166,7 +166,7 @@ def export_model(
     """
     if not isinstance(model, UNet):
         raise InputError(f"export_model takes a UNet, got {type(model).__name__}.")
-    spec = _spec()
+    _spec()  # fails early, with the pip command to run, where bioimageio.spec is missing
     target = Path(path)
     if target.exists() and not overwrite:
         raise InputError(
@@ -180,7 +180,9 @@ def export_model(
     name = name or "napari-unet U-Net"
     channels = [f"channel{i}" for i in range(model.in_channels)]
     out_channels = (
-        ["foreground"] if model.n_classes == 1 else ["background"] + [f"class{k}" for k in range(1, model.n_classes + 1)]
+        ["foreground"]
+        if model.n_classes == 1
+        else ["background"] + [f"class{k}" for k in range(1, model.n_classes + 1)]
     )
 
     from . import _unet_standalone
@@ -212,7 +214,9 @@ def export_model(
         folder = tmpdir / "package"
         folder.mkdir()
         scripted.save(str(folder / "weights_torchscript.pt"))
-        torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, folder / "weights_state_dict.pt")
+        torch.save(
+            {k: v.detach().contiguous() for k, v in model.state_dict().items()}, folder / "weights_state_dict.pt"
+        )
         shutil.copyfile(Path(_unet_standalone.__file__), folder / _ARCH_FILE)
         np.save(folder / "test_input.npy", test_input)
         np.save(folder / "test_output.npy", test_output)
@@ -327,10 +331,9 @@ def export_model(
         if summary["status"] not in ("passed", "valid-format"):
             raise InputError(f"The exported package did not pass bioimage.io validation: {summary['error']}")
         if target.suffix.lower() == ".zip":
-            with atomic_path(target, overwrite) as tmp:
-                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-                    for f in sorted(folder.iterdir()):
-                        z.write(f, f.name)
+            with atomic_path(target, overwrite) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in sorted(folder.iterdir()):
+                    z.write(f, f.name)
         else:
             with atomic_path(target, overwrite) as tmp:
                 folder.rename(tmp)
