@@ -213,3 +213,30 @@ def test_standalone_architecture_is_the_same_network(config):
         x = torch.randn(2, model.in_channels, h, w)
         with torch.inference_mode():
             assert torch.equal(model(x), scripted(x)), (h, w)
+
+
+def test_cli_export_then_predict_with_the_package(_trained_blobs_model, tmp_path, capsys):
+    import tifffile
+
+    from napari_unet import save_model
+    from napari_unet.cli import main
+
+    image, _ = make_blobs()
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    save_model(_trained_blobs_model, tmp_path / "m.pt")
+    argv = ["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.zip"), "--image", str(tmp_path / "img.tif")]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(argv) != 0  # the package exists: kept, one line
+    err = capsys.readouterr().err.strip()
+    assert "already exists" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    for model, out in (("m.pt", "a"), ("m.zip", "b")):
+        assert main(["predict", str(tmp_path / model), str(tmp_path / "img.tif"), "-o", str(tmp_path / out)]) == 0
+    assert np.array_equal(
+        tifffile.imread(tmp_path / "a" / "img_labels.tif"), tifffile.imread(tmp_path / "b" / "img_labels.tif")
+    )
+    assert (
+        main(["export", str(tmp_path / "img.tif"), "-o", str(tmp_path / "x.zip"), "--image", str(tmp_path / "img.tif")])
+        != 0
+    )
+    assert "not a napari-unet model" in capsys.readouterr().err
