@@ -321,7 +321,7 @@ def _dask_client(address: str | None):
     try:
         from distributed import Client
     except ImportError as e:
-        raise InputError("--scheduler needs dask.distributed: pip install 'napari-unet[distributed]'.") from e
+        raise InputError("--scheduler needs dask.distributed: pip install 'napari-unet-trainer[distributed]'.") from e
     try:
         return Client(address, timeout="20s")
     except (OSError, TimeoutError) as e:

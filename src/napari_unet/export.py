@@ -244,7 +244,7 @@ def export_model(
                 }
             ],
             "license": "CC-BY-4.0",
-            "tags": ["napari-unet", "unet", "segmentation", "2d", "pytorch", "fluorescence-light-microscopy"],
+            "tags": ["napari-unet-trainer", "unet", "segmentation", "2d", "pytorch", "fluorescence-light-microscopy"],
             "documentation": {"source": "README.md", "sha256": _sha256(folder / "README.md")},
             "covers": [{"source": "cover.png", "sha256": _sha256(folder / "cover.png")}],
             "attachments": [{"source": "training.json", "sha256": _sha256(folder / "training.json")}],
