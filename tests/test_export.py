@@ -142,6 +142,12 @@ def test_multiclass_export_validates(tmp_path):
     assert rdf["outputs"][0]["axes"][1]["channel_names"] == ["background", "class1", "class2"]
     assert np.load(_member(path, "test_input.npy", tmp_path)).shape == (1, 2, 36, 36)
     assert load_model(path).config == model.config
+    try:
+        from bioimageio.core import test_model
+    except ImportError:
+        return
+    summary = test_model(str(path))
+    assert summary.status == "passed", summary.format()
 
 
 def test_existing_output_is_kept(package, _trained_blobs_model):
