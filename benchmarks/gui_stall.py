@@ -176,9 +176,9 @@ def main() -> None:
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
-    viewer.open_sample("napari-unet", "nuclei_strokes")
-    _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
-    _, predict = viewer.window.add_plugin_dock_widget("napari-unet", "Predict", tabify=True)
+    viewer.open_sample("napari-unet-trainer", "nuclei_strokes")
+    _, train = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Train")
+    _, predict = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Predict", tabify=True)
     settings = {"time_limit": args.seconds, "preview_every": 2}
     if not args.defaults:
         settings.update(filters=16, depth=3)

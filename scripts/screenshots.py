@@ -50,8 +50,8 @@ def main() -> None:
 
     viewer = napari.Viewer(show=True, title="napari-unet")
     viewer.window.resize(1400, 900)
-    viewer.open_sample("napari-unet", "nuclei_strokes")
-    _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
+    viewer.open_sample("napari-unet-trainer", "nuclei_strokes")
+    _, train = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Train")
     train._collapsible.expand(animate=False)
     train.set_settings(time_limit=args.seconds, preview_every=2)
     strokes = viewer.layers["nuclei strokes"]
@@ -63,7 +63,7 @@ def main() -> None:
     wait(args.seconds * 2 + 30, until=lambda: not train.running)
     train._collapsible.collapse(animate=False)
 
-    _, predict = viewer.window.add_plugin_dock_widget("napari-unet", "Predict", tabify=True)
+    _, predict = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Predict", tabify=True)
     predict._polygons.value = True
     for name in ("nuclei preview",):
         if name in viewer.layers:
@@ -72,7 +72,7 @@ def main() -> None:
     wait(60, until=lambda: not predict.running)
     shoot(viewer, args.out / "predict.png")
 
-    _, metrics = viewer.window.add_plugin_dock_widget("napari-unet", "Metrics", tabify=True)
+    _, metrics = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Metrics", tabify=True)
     wait(1.0)
     metrics.update_table()
     metrics.select_row(0)

@@ -15,9 +15,9 @@ def test_installed_manifest_is_the_top_level_file():
 
     pm = npe2.PluginManager.instance()
     pm.discover()
-    manifest = pm.get_manifest("napari-unet")
+    manifest = pm.get_manifest("napari-unet-trainer")
     top = yaml.safe_load((ROOT / "napari.yaml").read_text())
-    assert manifest.name == top["name"] == "napari-unet"
+    assert manifest.name == top["name"] == "napari-unet-trainer"
     assert {s.key for s in manifest.contributions.sample_data} == {
         s["key"] for s in top["contributions"]["sample_data"]
     }
@@ -25,7 +25,7 @@ def test_installed_manifest_is_the_top_level_file():
 
 def test_npe2_validate_with_imports():
     out = subprocess.run(
-        [sys.executable, "-m", "npe2", "validate", "napari-unet", "--imports"], capture_output=True, text=True
+        [sys.executable, "-m", "npe2", "validate", "napari-unet-trainer", "--imports"], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -18,6 +18,7 @@ _EXPORTS = {
     "label_contours": "contours",
     "write_contours": "contours",
     "InputError": "errors",
+    "export_model": "export",
     "read_image": "io",
     "write_labels": "io",
     "evaluate": "metrics",
@@ -47,6 +48,7 @@ __all__ = [
     "UNet",
     "count_parameters",
     "evaluate",
+    "export_model",
     "format_table",
     "instance_scores",
     "iter_predict",
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
     from .contours import label_contours, write_contours
     from .distributed import predict_dask
     from .errors import InputError
+    from .export import export_model
     from .io import read_image, write_labels
     from .metrics import evaluate, format_table, instance_scores
     from .model import UNet, count_parameters

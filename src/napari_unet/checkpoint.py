@@ -45,10 +45,21 @@ def save_model(model: UNet, path: str | Path, overwrite: bool = False) -> Path:
 
 
 def load_model(path: str | Path) -> UNet:
-    """Load a model saved by ``save_model``; junk, damaged or foreign files raise ``InputError``."""
+    """Load a model saved by ``save_model``, or a bioimage.io package (zip or folder) that napari-unet exported.
+
+    Junk, damaged or foreign files raise ``InputError``.
+    """
     p = Path(path)
+    from .export import is_package, read_package
+
+    if is_package(p):
+        config, meta, state = read_package(p)
+        return _build(p, config, meta, state, "package")
     if p.is_dir():
-        raise InputError(f"{p} is a folder, not a model file: give the .pt file written by napari-unet train.")
+        raise InputError(
+            f"{p} is a folder, not a model file: give the .pt file written by napari-unet train "
+            "(or a bioimage.io package exported by napari-unet)."
+        )
     if not p.is_file():
         raise InputError(f"{p}: no such model file; check the path.")
     if p.stat().st_size == 0:
@@ -70,6 +81,17 @@ def load_model(path: str | Path) -> UNet:
         config = json.loads(payload["config"])
         meta = json.loads(payload["meta"])
         state = payload["state_dict"]
+    except (KeyError, TypeError, ValueError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise InputError(
+            f"{p}: the model file is incomplete or inconsistent ({reason}); use a model saved by napari-unet."
+        ) from e
+    return _build(p, config, meta, state, "model file")
+
+
+def _build(p: Path, config, meta, state, what: str) -> UNet:
+    """The network from checked architecture, metadata and weights."""
+    try:
         if not isinstance(config, dict) or not isinstance(meta, dict) or not isinstance(state, dict):
             raise TypeError("config, meta and state_dict must be mappings")
         known = {"in_channels", "n_classes", "filters", "depth", "dropout"}
@@ -81,11 +103,11 @@ def load_model(path: str | Path) -> UNet:
         model = UNet(**config)
         model.load_state_dict(state, strict=True)
     except InputError as e:
-        raise InputError(f"{p}: the model file describes an invalid network ({e}).") from e
+        raise InputError(f"{p}: the {what} describes an invalid network ({e}).") from e
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         reason = " ".join(str(e).split())[:200]
         raise InputError(
-            f"{p}: the model file is incomplete or inconsistent ({reason}); use a model saved by napari-unet."
+            f"{p}: the {what} is incomplete or inconsistent ({reason}); use a model saved by napari-unet."
         ) from e
     model.meta = meta
     return model.eval()

@@ -1,4 +1,4 @@
-"""The ``napari-unet`` command: train, predict, evaluate, demo. Bad input exits non-zero with one line."""
+"""The ``napari-unet`` command: train, predict, evaluate, export, demo. Bad input exits non-zero with one line."""
 
 from __future__ import annotations
 
@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(t)
 
     p = sub.add_parser("predict", help="segment images with a trained model")
-    p.add_argument("model", help="model file written by napari-unet train")
+    p.add_argument(
+        "model", help="model file written by napari-unet train, or a bioimage.io package (zip or folder) it exported"
+    )
     p.add_argument("images", nargs="+", help="image files (2D or Z/T stacks)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--instances", action="store_true", help="split touching objects into instances")
@@ -120,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--multiclass", action="store_true", help="score each class id separately")
     e.add_argument("--per-slice", action="store_true", help="one row per plane of a stack")
     e.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
+
+    x = sub.add_parser(
+        "export", help="write a model as a bioimage.io package (Fiji/deepImageJ, ilastik, QuPath, BiaPy)"
+    )
+    x.add_argument("model", help="model file written by napari-unet train")
+    x.add_argument(
+        "-o", "--output", required=True, help="package to write: a .zip file, or a folder for any other name"
+    )
+    x.add_argument(
+        "--image", required=True, help="an image the model was trained on: the package's test input is cut from it"
+    )
+    x.add_argument("--name", default=None, help="the model's name in the package (default 'napari-unet U-Net')")
+    x.add_argument("--author", action="append", default=None, help="an author's name (repeat for several)")
+    x.add_argument(
+        "--channel-axis",
+        type=int,
+        default=None,
+        help="axis of the channels in a multi-channel --image (default: detect)",
+    )
+    x.add_argument("--overwrite", action="store_true", help="replace an existing package")
 
     d = sub.add_parser("demo", help="train on the bundled nuclei image, predict, score, write results")
     d.add_argument("-o", "--output", default="napari-unet-demo", help="output folder (default ./napari-unet-demo)")
@@ -322,7 +344,7 @@ def _dask_client(address: str | None):
     try:
         from distributed import Client
     except ImportError as e:
-        raise InputError("--scheduler needs dask.distributed: pip install 'napari-unet[distributed]'.") from e
+        raise InputError("--scheduler needs dask.distributed: pip install 'napari-unet-trainer[distributed]'.") from e
     try:
         return Client(address, timeout="20s")
     except (OSError, TimeoutError) as e:
@@ -526,7 +548,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo}
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .export import export_model
+    from .io import read_image
+
+    model = load_model(args.model)
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} already exists; choose another name or pass --overwrite.")
+    image = read_image(args.image)
+    export_model(
+        model,
+        out,
+        image,
+        channel_axis=args.channel_axis if args.channel_axis is not None else "auto",
+        name=args.name,
+        authors=args.author,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {out} (bioimage.io model package, validated)")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "evaluate": cmd_evaluate,
+    "export": cmd_export,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from npe2 import PluginManifest
 
 def test_npe2_validate_with_imports():
     result = subprocess.run(
-        [sys.executable, "-m", "npe2", "validate", "napari-unet", "--imports"],
+        [sys.executable, "-m", "npe2", "validate", "napari-unet-trainer", "--imports"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -20,16 +20,22 @@ def test_npe2_validate_with_imports():
 
 
 def test_widgets_and_menu_are_contributed():
-    manifest = PluginManifest.from_distribution("napari-unet")
+    manifest = PluginManifest.from_distribution("napari-unet-trainer")
     widgets = {w.display_name: w.command for w in manifest.contributions.widgets}
-    assert widgets == {"Train": "napari-unet.train", "Predict": "napari-unet.predict", "Metrics": "napari-unet.metrics"}
+    assert widgets == {
+        "Train": "napari-unet-trainer.train",
+        "Predict": "napari-unet-trainer.predict",
+        "Metrics": "napari-unet-trainer.metrics",
+    }
     menus = manifest.contributions.menus
-    assert any(getattr(item, "submenu", None) == "napari-unet.segment" for item in menus["napari/layers/segment"])
-    assert [item.command for item in menus["napari-unet.segment"]] == list(widgets.values())
+    assert any(
+        getattr(item, "submenu", None) == "napari-unet-trainer.segment" for item in menus["napari/layers/segment"]
+    )
+    assert [item.command for item in menus["napari-unet-trainer.segment"]] == list(widgets.values())
 
 
 def test_plugin_dock_widgets_open(make_napari_viewer):
     viewer = make_napari_viewer()
     for name in ("Train", "Predict", "Metrics"):
-        dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-trainer", name)
         assert type(widget).__name__ == f"{name}Widget"

@@ -115,7 +115,7 @@ class PredictWidget(Container):
         self._source = RadioButtons(
             choices=[("Model in memory", "memory"), ("Model file", "file")], value="memory", orientation="horizontal"
         )
-        self._file = FileEdit(mode="r", filter="napari-unet model (*.pt)", label="Model file")
+        self._file = FileEdit(mode="r", filter="napari-unet model (*.pt *.zip)", label="Model file")
         self._model_info = c.wrapping_label()
         self._all = CheckBox(value=True, text="All opened images")
         self._images = Select(choices=self._image_choices, label="Images", allow_multiple=True)
@@ -217,7 +217,11 @@ class PredictWidget(Container):
             text = self._store.description
         else:
             path = str(self._file.value) if self._file.value else ""
-            text = Path(path).name if path and Path(path).is_file() else "choose a model file (.pt)"
+            text = (
+                Path(path).name
+                if path and Path(path).is_file()
+                else "choose a model file (.pt, or a .zip exported for bioimage.io)"
+            )
         self._model_info.value = f"<small>{html.escape(text)}</small>"
 
     # ------------------------------------------------------------------------------------------ predict

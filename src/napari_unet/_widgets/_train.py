@@ -146,6 +146,11 @@ class TrainWidget(Container):
         )
         self._load = PushButton(text="Load model…")
         self._save = PushButton(text="Save model…")
+        self._export = PushButton(
+            text="Export…",
+            tooltip="Write the model as a bioimage.io package (.zip) for Fiji/deepImageJ, ilastik, QuPath or BiaPy; "
+            "its test image is cut from the first training image.",
+        )
         self._save_annotations = CheckBox(
             value=True,
             text="Also save the annotation layers next to the model",
@@ -228,7 +233,7 @@ class TrainWidget(Container):
                 c.heading("Model"),
                 self._model_info,
                 self._finetune,
-                Container(widgets=[self._load, self._save], layout="horizontal", labels=False),
+                Container(widgets=[self._load, self._save, self._export], layout="horizontal", labels=False),
                 self._save_annotations,
                 c.wrap_qt(self._collapsible),
                 Container(widgets=[self._train, self._stop], layout="horizontal", labels=False),
@@ -247,6 +252,7 @@ class TrainWidget(Container):
         self._add_class.changed.connect(c.guarded(self.add_class))
         self._load.changed.connect(c.guarded(lambda: self.load_model()))
         self._save.changed.connect(c.guarded(lambda: self.save_model()))
+        self._export.changed.connect(c.guarded(lambda: self.export_model()))
         self._train.changed.connect(c.guarded(self.start_training))
         self._stop.changed.connect(self.stop_training)
         self._mode.changed.connect(self._update_legend)
@@ -854,7 +860,7 @@ class TrainWidget(Container):
             return
         s = self._store
         self._model_info.value = f"<small>In memory: {html.escape(s.description)}</small>"
-        self._save.enabled = s.model is not None
+        self._save.enabled = self._export.enabled = s.model is not None
         if s.model is None:
             self._finetune.value = False
         self._finetune.enabled = s.model is not None and not self._runner.running
@@ -882,6 +888,33 @@ class TrainWidget(Container):
                 written.append(target.name)
         self._store.set(self._store.model, self._store.description)
         c.report_info(f"Saved {', '.join(written)} in {path.parent}.")
+        return path
+
+    def export_model(self, path: str | Path | None = None) -> Path | None:
+        """Export the model in memory as a bioimage.io package; the test image is the first training image."""
+        from ..export import export_model
+
+        if self._store.model is None:
+            raise InputError("There is no model to export yet: train or load one first.")
+        images = [img for img, _ in self.pairs()] or list(c.image_layers(self._viewer))
+        if not images:
+            raise InputError("Open an image the model was trained on: the package's test input is cut from it.")
+        overwrite = False
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(
+                self.native, "Export model", "unet.zip", "bioimage.io package (*.zip)"
+            )
+            if not path:
+                return None
+            overwrite = True  # the dialog asked before replacing a file
+        path = Path(path)
+        if path.suffix == "":
+            path = path.with_suffix(".zip")
+        data = images[0].data[0] if getattr(images[0], "multiscale", False) else images[0].data
+        export_model(self._store.model, path, data, overwrite=overwrite)
+        c.report_info(f"Exported {path.name} (bioimage.io package) in {path.parent}.")
         return path
 
     def load_model(self, path: str | Path | None = None):
@@ -939,5 +972,5 @@ def _ask_path(parent, save: bool) -> str | None:
     if save:
         path, _ = QFileDialog.getSaveFileName(parent, "Save model", "unet.pt", "napari-unet model (*.pt)")
     else:
-        path, _ = QFileDialog.getOpenFileName(parent, "Load model", "", "napari-unet model (*.pt);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(parent, "Load model", "", "napari-unet model (*.pt *.zip);;All files (*)")
     return path or None
