@@ -32,12 +32,12 @@ from .data import (
     check_image,
     count_classes,
     guess_channel_axis,
-    guess_label_mode,
     iter_slices,
     labels_to_target,
     normalize,
     spatial_shape,
 )
+from .labels import resolve_label_mode
 from .errors import InputError
 from .losses import segmentation_loss, sparse_loss
 from .model import UNet
@@ -215,7 +215,7 @@ class Trainer:
         label_arrays = [np.asarray(lab) for lab in labels]
         for k, lab in enumerate(label_arrays):
             _integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
-        self.mode = cfg.mode if cfg.mode != "auto" else guess_label_mode(label_arrays)
+        self.mode = resolve_label_mode(label_arrays, cfg.mode, cfg.multiclass)
         self.normalization = dict((model.meta.get("normalization") if model else None) or DEFAULT_NORMALIZATION)
 
         samples: list[Sample] = []
