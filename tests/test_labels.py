@@ -133,3 +133,17 @@ def test_multiclass_means_dense_in_training():
     labels[disk((30, 48), 6)] = 3
     trainer = Trainer(image, labels, multiclass=True, epochs=1, device="cpu")
     assert trainer.mode == "dense" and trainer.n_classes == 3
+
+
+def test_dense_stack_trains_only_on_painted_planes():
+    from napari_unet.training import Trainer
+
+    rng = np.random.default_rng(0)
+    image = rng.random((20, 48, 48)).astype(np.float32)
+    labels = np.zeros((20, 48, 48), np.uint16)
+    labels[3][disk((20, 20), 8)] = 1  # complete masks on 1 plane of 20
+    labels[3][disk((36, 36), 6)] = 2
+    trainer = Trainer(image, labels, mode="dense", epochs=1, device="cpu", val_fraction=0.0)
+    assert (trainer.planes_used, trainer.planes_total) == (1, 20)
+    assert trainer.n_annotated == 48 * 48  # one plane, not 20 planes of "background"
+    assert trainer.class_counts[0] < 48 * 48

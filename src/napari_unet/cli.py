@@ -245,8 +245,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
     )
+    planes = f" on {trainer.planes_used} of {trainer.planes_total} planes" if trainer.planes_total > len(images) else ""
     print(
-        f"{trainer.mode} labels, {trainer.n_classes} class(es), {trainer.n_annotated} annotated pixels, "
+        f"{trainer.mode} labels, {trainer.n_classes} class(es), {trainer.n_annotated} annotated pixels{planes}, "
         f"{trainer.device.type} {trainer.precision}",
         file=sys.stderr,
     )

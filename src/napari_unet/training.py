@@ -37,8 +37,8 @@ from .data import (
     normalize,
     spatial_shape,
 )
-from .labels import resolve_label_mode
 from .errors import InputError
+from .labels import resolve_label_mode
 from .losses import segmentation_loss, sparse_loss
 from .model import UNet
 from .runtime import autocast, pick_device, pick_precision, prepare_module
@@ -221,6 +221,9 @@ class Trainer:
         samples: list[Sample] = []
         n_lost = 0  # annotated pixels on NaN/inf image pixels
         self.channel_axes: list[int | None] = []
+        # planes that take part / all planes: in dense mode a plane with no label at all is unpainted, not
+        # "all background" (complete masks on 1 plane of a stack must not make the 19 others background)
+        self.planes_used = self.planes_total = 0
         for k, (img, lab) in enumerate(zip(images, label_arrays, strict=True)):
             shape = tuple(np.shape(img))
             axis = cfg.channel_axis if cfg.channel_axis is not None else guess_channel_axis(shape, in_channels)
@@ -247,13 +250,17 @@ class Trainer:
                         f"{in_channels}: train one model per channel count."
                     )
                 t = target[idx]
+                self.planes_total += 1
                 if check_finite:  # NaN/inf pixels carry no information: their annotations are ignored
                     bad = ~np.isfinite(plane).all(axis=0)
                     any_finite = any_finite or not bad.all()
                     if bad.any():
                         n_lost += int(np.count_nonzero(t[bad] >= 0))
                         t = np.where(bad, np.int16(IGNORE), t)
+                if self.mode == "dense" and not np.any(lab[idx]):
+                    continue  # dense: a plane with no label at all is not painted yet
                 if np.any(t >= 0):
+                    self.planes_used += 1
                     samples.append(Sample(normalize(plane, self.normalization), np.ascontiguousarray(t)))
             if not any_finite:
                 raise InputError(
