@@ -83,7 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file written by napari-unet train")
     p.add_argument("images", nargs="+", help="image files (2D or Z/T stacks)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--instances", action="store_true", help="split touching objects into instances")
+    p.add_argument(
+        "--instances",
+        action="store_true",
+        help="split touching objects into instances; ids are unique across the planes of a stack",
+    )
+    p.add_argument(
+        "--stitch-threshold",
+        type=float,
+        default=0.0,
+        metavar="IOU",
+        help="with --instances on a Z stack: an object takes the id of the object it overlaps most in the "
+        "previous plane when their IoU is at least this (e.g. 0.3), so it keeps one id through Z "
+        "(default 0: off)",
+    )
     p.add_argument(
         "--contours", choices=["csv", "geojson"], default=None, help="also write object outlines as CSV or GeoJSON"
     )
@@ -324,7 +337,7 @@ def _write_prediction_zarr(model, image, path: Path, overwrite: bool, options: d
             out = zarr.open(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=np.int32)
             predict(model, image, out=out, **options)
             return
-        opts = {k: v for k, v in options.items() if k != "instances"}
+        opts = {k: v for k, v in options.items() if k not in ("instances", "stitch_threshold")}
         labels = predict_dask(model, image, **opts)
         store = labels.to_zarr(str(tmp), compute=False)
         if client is not None:
@@ -352,6 +365,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     outdir = check_writable(args.output)
     options = dict(
         instances=args.instances,
+        stitch_threshold=args.stitch_threshold,
         threshold=args.threshold,
         tile_size=args.tile_size,
         device=args.device,

@@ -273,8 +273,11 @@ class MetricsWidget(Container):
             path, _ = QFileDialog.getSaveFileName(self.native, "Export scores", "scores.csv", "CSV (*.csv)")
             if not path:
                 return None
+        from ..io import atomic_path
+
         path = Path(path)
-        with open(path, "w", newline="") as f:
+        # the save dialog has asked about replacing; written beside it and renamed, so a crash leaves no half file
+        with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["image", "ground_truth", "class", *SCORES])
             for row in self.rows:
