@@ -30,11 +30,20 @@ def nuclei_strokes(seed: int = 0) -> np.ndarray:
     return scribbles_from_truth(nuclei_labels(), seed=seed)
 
 
+# opened as evaluation truth: the Train widget never takes it for training unless the user picks it
+_TRUTH_KWARGS = {
+    "name": "nuclei ground truth",
+    "opacity": 0.4,
+    "visible": False,
+    "metadata": {"napari_unet_role": "truth"},
+}
+
+
 def make_nuclei_sample() -> list[tuple]:
     """napari sample: the image and its ground truth."""
     return [
         (nuclei(), {"name": "nuclei"}, "image"),
-        (nuclei_labels(), {"name": "nuclei ground truth", "opacity": 0.4, "visible": False}, "labels"),
+        (nuclei_labels(), _TRUTH_KWARGS, "labels"),
     ]
 
 
@@ -42,6 +51,6 @@ def make_nuclei_strokes_sample() -> list[tuple]:
     """napari sample: the image with scribbles ready to train, and the ground truth to score against."""
     return [
         (nuclei(), {"name": "nuclei"}, "image"),
-        (nuclei_labels(), {"name": "nuclei ground truth", "opacity": 0.4, "visible": False}, "labels"),
+        (nuclei_labels(), _TRUTH_KWARGS, "labels"),
         (nuclei_strokes(), {"name": "nuclei strokes"}, "labels"),
     ]

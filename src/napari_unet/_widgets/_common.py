@@ -44,6 +44,21 @@ def report_info(message: str) -> None:
     show_info(message)
 
 
+_MESSAGE_COLORS = {"error": "#ff6b6b", "warning": "#ffb000", "info": "#9fd89f"}
+
+
+def report(line, kind: str, message: str) -> None:
+    """A notification (short-lived, maybe truncated) and, whole, in the widget's message line until the next."""
+    {"error": report_error, "warning": report_warning, "info": report_info}[kind](message)
+    if line is not None and is_alive(line.native):
+        import html
+
+        color = _MESSAGE_COLORS.get(kind, "#cccccc")
+        line.value = (
+            f"<small><span style='color:{color}'><b>{kind.capitalize()}:</b></span> {html.escape(message)}</small>"
+        )
+
+
 def describe(exc: BaseException) -> str:
     """The user-facing text of an exception: the message of an ``InputError``, the type and message otherwise."""
     if isinstance(exc, InputError):
@@ -51,18 +66,19 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def guarded(handler: Callable) -> Callable:
-    """Run a GUI handler; an ``InputError`` (or any exception) becomes an error notification, not a traceback."""
+def guarded(handler: Callable, line=None) -> Callable:
+    """Run a GUI handler; an ``InputError`` (or any exception) becomes an error notification, not a traceback,
+    and stays whole in ``line`` (the widget's message line) when given."""
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except InputError as e:
-            report_error(str(e))
+            report(line, "error", str(e))
         except Exception as e:  # a bug: still no traceback dialog, but log it for the bug report
             log.exception("napari-unet: unexpected error in %s", handler.__name__)
-            report_error(describe(e))
+            report(line, "error", describe(e))
         return None
 
     return wrapper
