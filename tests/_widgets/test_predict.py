@@ -109,8 +109,39 @@ def test_cancel_takes_effect_within_a_second(qtbot, predict_widget, sample_viewe
     assert QThreadPool.globalInstance().waitForDone(5000)
     assert time.perf_counter() - clicked < 1.0
     assert "(incomplete)" in predict_widget.outputs[0].name
-    assert predict_widget.outputs[0].editable  # the user may fix the incomplete result
+    wait_until(qtbot, lambda: predict_widget.outputs[0].editable, timeout=5)  # the user may fix it, once stopped
     assert not messages["error"]
+
+
+def test_cancel_keeps_the_layer_locked_until_the_job_has_stopped(qtbot, predict_widget, sample_viewer, monkeypatch):
+    import threading
+
+    from napari_unet._widgets import _predict
+
+    writing = threading.Event()
+    release = threading.Event()
+    real = _predict.predict_job
+
+    def slow_job(*args):
+        for event in real(*args):
+            yield event
+            if isinstance(event, _predict.PlaneDone):
+                writing.set()
+                release.wait(10)  # a plane still being computed and written after Cancel
+
+    monkeypatch.setattr(_predict, "predict_job", slow_job)
+    sample_viewer.add_image(np.stack([sample_viewer.layers["nuclei"].data[:64, :64]] * 3), name="stack")
+    predict_widget._all.value = False
+    predict_widget._images.value = [sample_viewer.layers["stack"]]
+    predict_widget.start_prediction()
+    qtbot.waitUntil(writing.is_set, timeout=60_000)
+    predict_widget._cancel.changed.emit(True)
+    (layer,) = predict_widget.outputs
+    assert not predict_widget.running
+    qtbot.wait(100)
+    assert not layer.editable  # was: editable at once, while the job could still write over the user's edits
+    release.set()
+    wait_until(qtbot, lambda: layer.editable, timeout=10)
 
 
 def test_prediction_layer_is_read_only_while_the_job_writes_it(qtbot, predict_widget, sample_viewer):

@@ -302,12 +302,18 @@ class PredictWidget(Container):
         """Stop at once: finished images are kept, the image in progress is marked '(incomplete)'."""
         if not self._runner.running:
             return
+        worker = self._runner.worker
         self._runner.abandon()
         for layer in self._layers:
             if layer is not None and layer.metadata.get("napari_unet_complete") is False:
                 layer.name = c.unique_name(self._viewer, f"{layer.name} (incomplete)")
                 layer.refresh()
-        self._unlock_outputs()
+        # the plane in progress is still being written into the layer's array: read-only until the thread ends
+        layers = list(self._layers)
+        if worker is not None:
+            worker.finished.connect(lambda: self._unlock_outputs(layers))
+        if worker is None or not worker.is_running:  # checked after connecting: no end can slip between
+            self._unlock_outputs(layers)
         self._drop_unused_shapes()
         if c.is_alive(self.native):
             self._set_running(False)
@@ -450,9 +456,11 @@ class PredictWidget(Container):
             if not complete:
                 self._shapes[k] = None
 
-    def _unlock_outputs(self) -> None:
+    def _unlock_outputs(self, layers=None) -> None:
         """The job no longer writes: let the user fix an incomplete result."""
-        for layer in self._layers:
+        if self._closing or not c.is_alive(self.native):
+            return
+        for layer in self._layers if layers is None else layers:
             if layer is not None and layer in self._viewer.layers:
                 layer.editable = True
 
