@@ -143,6 +143,16 @@ def guess_label_mode(labels_list: Sequence[np.ndarray]) -> str:
     return label_guess(labels_list).mode
 
 
+def looks_like_instances(labels: np.ndarray) -> bool:
+    """True for an instance mask (one id per object: more ids than a scribble or class image uses)."""
+    labels = np.asarray(labels)
+    if labels.size == 0 or labels.dtype.kind not in "biu":
+        return False
+    if int(labels.max()) > MAX_CLASSES + 1:
+        return True
+    return len(np.unique(labels[labels > 0])) > _MAX_GUESSED_SCRIBBLE_ID
+
+
 def resolve_label_mode(labels_list: Sequence[np.ndarray], mode: str = "auto", multiclass: bool = False) -> str:
     """The mode to train with: ``mode`` when given, dense for ``multiclass``, else the guess; asks by raising."""
     if mode in ("sparse", "dense"):

@@ -181,11 +181,14 @@ class MetricsWidget(Container):
         pairs, skipped = self._pairs_and_skipped()
         self._watch([x for pair in pairs for x in pair])
         rows: list[dict] = []
+        as_foreground = []  # instance layers: per-class scoring applies to class labels only
         for pred, truth in pairs:
             p, t = np.asarray(pred.data), np.asarray(truth.data)
-            for row in evaluate(
-                p, t, names=[pred.name], multiclass=self._multiclass.value, per_slice=self._per_slice.value
-            ):
+            multiclass = self._multiclass.value
+            if multiclass and (_is_instances(pred, p) or _is_instances(truth, t)):
+                multiclass = False
+                as_foreground.append(pred)
+            for row in evaluate(p, t, names=[pred.name], multiclass=multiclass, per_slice=self._per_slice.value):
                 rows.append({**row, "ground truth": truth.name, "layer": pred})
         if len(rows) > 1:
             classes = sorted({r["class"] for r in rows})
@@ -206,6 +209,12 @@ class MetricsWidget(Container):
             more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
             how = "default choice, paired by name" if self._auto else "chosen"
             self._hint.value = f"<small>Scored {against}{more} ({how}). Click a row to select its layer.</small>"
+        if as_foreground:
+            names = ", ".join(f"'{html.escape(p.name)}'" for p in as_foreground)
+            self._hint.value = self._hint.value.replace("</small>", "") + (
+                f" Per class applies to class labels only: {names} (or its ground truth) holds one id per object, "
+                "so it is scored as foreground vs background (class 1).</small>"
+            )
         if skipped:
             names = ", ".join(f"'{html.escape(p.name)}'" for p, _ in skipped)
             self._hint.value = self._hint.value.replace("</small>", "") + (
@@ -294,3 +303,10 @@ class MetricsWidget(Container):
 
     def _on_destroyed(self, *_) -> None:
         self._closing = True
+
+
+def _is_instances(layer, data: np.ndarray) -> bool:
+    """An instance layer: predicted with 'Split touching objects', or more ids than class labels use."""
+    from ..labels import looks_like_instances
+
+    return bool(layer.metadata.get("napari_unet_instances")) or looks_like_instances(data)

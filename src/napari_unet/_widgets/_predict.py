@@ -382,7 +382,12 @@ class PredictWidget(Container):
             scale=image.scale,
             translate=image.translate,
             opacity=0.8,
-            metadata={c.ROLE_KEY: c.PREDICTION, "napari_unet_source": image.name, "napari_unet_complete": False},
+            metadata={
+                c.ROLE_KEY: c.PREDICTION,
+                "napari_unet_source": image.name,
+                "napari_unet_complete": False,
+                "napari_unet_instances": bool(self._instances.value),
+            },
         )
         layer.contour = 1 if self._contours.value else 0
         layer.editable = False  # the job writes planes into its array: no painting until the image is done
