@@ -147,3 +147,16 @@ def test_dense_stack_trains_only_on_painted_planes():
     assert (trainer.planes_used, trainer.planes_total) == (1, 20)
     assert trainer.n_annotated == 48 * 48  # one plane, not 20 planes of "background"
     assert trainer.class_counts[0] < 48 * 48
+
+
+def test_label_images_are_told_from_pictures():
+    from napari_unet.labels import looks_like_label_image
+    from napari_unet.sample_data import nuclei, nuclei_labels
+
+    truth = nuclei_labels()
+    assert looks_like_label_image(truth)
+    assert looks_like_label_image((truth > 0).astype(np.uint8) * 255)
+    assert looks_like_label_image(np.stack([truth] * 3))
+    assert not looks_like_label_image(nuclei())
+    assert not looks_like_label_image(nuclei().astype(np.float32))
+    assert not looks_like_label_image(np.random.default_rng(0).integers(0, 200, (64, 64)))

@@ -153,6 +153,37 @@ def looks_like_instances(labels: np.ndarray) -> bool:
     return len(np.unique(labels[labels > 0])) > _MAX_GUESSED_SCRIBBLE_ID
 
 
+def looks_like_label_image(array) -> bool:
+    """True for an integer image that is really labels (a mask or instance ids opened as an image).
+
+    Labels are piecewise constant: besides 0, at most two values (a binary mask, 0/1 or 0/255), or objects
+    whose neighbouring pixels nearly always share one value, on a background of 0. Microscopy images are
+    noisy inside objects. Looks at up to 4 planes, strided to about 512 x 512: cheap on any size.
+    """
+    shape = tuple(getattr(array, "shape", ()))
+    dtype = np.dtype(getattr(array, "dtype", np.float64))
+    if len(shape) < 2 or dtype.kind not in "biu" or 0 in shape:
+        return False
+    step = max(1, max(shape[-2:]) // 512)
+    lead = shape[:-2]
+    n = int(np.prod(lead)) if lead else 1
+    planes = []
+    for k in sorted({int(i) for i in np.linspace(0, n - 1, min(n, 4))}):
+        idx = np.unravel_index(k, lead) if lead else ()
+        planes.append(np.asarray(array[tuple(idx) + (slice(None, None, step), slice(None, None, step))]))
+    sample = np.stack(planes).astype(np.int64, copy=False)
+    if not (sample == 0).any() or (sample < 0).any():
+        return False
+    values = np.unique(sample)
+    if len(values) <= 3:
+        return True  # 0 and one or two values: a mask (or scribbles)
+    if np.count_nonzero(sample == 0) < 0.2 * sample.size:
+        return False
+    a, b = sample[..., :, :-1], sample[..., :, 1:]
+    inside = (a > 0) & (b > 0)
+    return bool(inside.sum() >= 16 and np.count_nonzero(a[inside] == b[inside]) >= 0.9 * inside.sum())
+
+
 def resolve_label_mode(labels_list: Sequence[np.ndarray], mode: str = "auto", multiclass: bool = False) -> str:
     """The mode to train with: ``mode`` when given, dense for ``multiclass``, else the guess; asks by raising."""
     if mode in ("sparse", "dense"):

@@ -29,3 +29,31 @@ def test_per_class_on_instance_labels_scores_foreground_and_says_so(make_napari_
     widget._predictions.value = [viewer.layers["tissue prediction"]]
     rows = widget.update_table()
     assert [r["class"] for r in rows if "layer" in r] == [1, 2]
+
+
+def test_a_mask_opened_as_an_image_is_recognised_and_converted(make_napari_viewer, tiny_model, messages):
+    from napari_unet._widgets._predict import PredictWidget
+    from napari_unet._widgets._state import get_store
+    from napari_unet._widgets._train import TrainWidget
+    from napari_unet.sample_data import nuclei
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(nuclei(), name="nuclei")
+    truth = nuclei_labels()
+    viewer.add_image(truth, name="nuclei_mask")  # File > Open makes an Image layer of a label TIFF
+    viewer.add_labels(np.roll(truth, 1, axis=0), name="nuclei prediction", metadata={ROLE_KEY: PREDICTION})
+    get_store(viewer).set(tiny_model, "tiny")
+    train, predict = TrainWidget(viewer), PredictWidget(viewer)
+    assert [r.image_layer for r in train._rows] == [image]  # not offered for training
+    assert predict.chosen_images() == [image]  # nor for prediction
+    metrics = MetricsWidget(viewer)
+    assert metrics.rows == []
+    assert "nuclei_mask" in metrics._hint.value and "Use as labels" in metrics._hint.value
+    assert not metrics._convert.native.isHidden()
+    (labels,) = metrics.convert_label_images()
+    assert labels.name == "nuclei_mask" and np.array_equal(labels.data, truth)
+    assert viewer.layers.index(labels) == 1
+    rows = metrics.update_table()
+    assert rows and rows[0]["ground truth"] == "nuclei_mask"
+    assert metrics._convert.native.isHidden()
+    assert not messages["error"]

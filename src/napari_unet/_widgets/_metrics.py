@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QSizePolicy, QTableWi
 from ..errors import InputError
 from ..metrics import evaluate, mean_row
 from . import _common as c
+from ._label_images import convert_to_labels, label_images
 from ._state import get_store
 
 if TYPE_CHECKING:
@@ -68,6 +69,12 @@ class MetricsWidget(Container):
         self._table.setToolTip("Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.")
         self._export = PushButton(text="Export CSV…")
         self._recompute = PushButton(text="Recompute")
+        self._convert = PushButton(
+            text="Use as labels",
+            tooltip="Turn the Image layers that hold masks or label ids (opened with File > Open) into Labels "
+            "layers, as napari's Convert to Labels does: same data, name and place",
+            visible=False,
+        )
 
         self.extend(
             [
@@ -76,6 +83,7 @@ class MetricsWidget(Container):
                 self._multiclass,
                 c.wrap_qt(self._table),
                 self._hint,
+                self._convert,
                 Container(widgets=[self._recompute, self._export], layout="horizontal", labels=False),
             ]
         )
@@ -92,6 +100,7 @@ class MetricsWidget(Container):
             w.changed.connect(self.schedule)
         self._recompute.changed.connect(c.guarded(self.update_table))
         self._export.changed.connect(c.guarded(lambda: self.export_csv()))
+        self._convert.changed.connect(c.guarded(lambda: self.convert_label_images()))
         self._table.itemSelectionChanged.connect(self._on_row_selected)
         layers = self._viewer.layers
         layers.events.inserted.connect(self._on_layers_changed)
@@ -199,7 +208,17 @@ class MetricsWidget(Container):
         self.rows = rows
         self._table.setColumnHidden(1, not self._multiclass.value)
         self._fill(rows)
-        if not pairs:
+        masks = label_images(self._viewer)
+        self._convert.visible = bool(masks) and not pairs
+        if not pairs and masks:
+            names = ", ".join(f"'{html.escape(m.name)}'" for m in masks)
+            self._hint.value = (
+                f"<small>No prediction with a ground truth of the same shape. {names} "
+                f"{'is an Image layer' if len(masks) == 1 else 'are Image layers'} holding labels (a mask opened "
+                "with File > Open): click 'Use as labels' (or right-click > Convert to Labels) to score "
+                f"{'it' if len(masks) == 1 else 'them'}.</small>"
+            )
+        elif not pairs:
             self._hint.value = (
                 "<small>No prediction with a ground truth of the same shape: predict an image that has a "
                 "ground-truth Labels layer, or choose the layers above.</small>"
@@ -221,6 +240,13 @@ class MetricsWidget(Container):
                 f" Not scored (shape differs from the ground truth): {names}.</small>"
             )
         return rows
+
+    def convert_label_images(self) -> list:
+        """Turn every Image layer that holds labels into a Labels layer (same data, name and place)."""
+        converted = [convert_to_labels(self._viewer, layer) for layer in label_images(self._viewer)]
+        if converted:
+            c.report_info(f"Converted to Labels: {', '.join(lay.name for lay in converted)}.")
+        return converted
 
     def _fill(self, rows: list[dict]) -> None:
         table = self._table

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import InputError
 from . import _common as c
+from ._label_images import picture_images
 from ._state import describe_model, get_store
 from ._worker import WorkerRunner
 
@@ -182,7 +183,7 @@ class PredictWidget(Container):
     # ------------------------------------------------------------------------------------------ choices
 
     def _image_choices(self, *_) -> list:
-        return [(lay.name, lay) for lay in c.image_layers(self._viewer)]
+        return [(lay.name, lay) for lay in picture_images(self._viewer)]  # not masks opened as images
 
     def _labels_choices(self, *_) -> list:
         layers = c.labels_layers(self._viewer)
@@ -241,8 +242,16 @@ class PredictWidget(Container):
         return self._file_model[1]
 
     def chosen_images(self) -> list:
-        images = c.image_layers(self._viewer) if self._all.value else list(self._images.value)
+        images = picture_images(self._viewer) if self._all.value else list(self._images.value)
         if not images:
+            from ._label_images import label_images
+
+            masks = label_images(self._viewer)
+            if masks:
+                raise InputError(
+                    f"No image to segment: '{masks[0].name}' holds labels (a mask opened as an image), not a "
+                    "picture to segment; open the image itself (File > Open)."
+                )
             raise InputError(
                 "No image to segment: open an image (File > Open), or tick 'All opened images' / select images."
             )

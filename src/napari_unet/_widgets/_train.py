@@ -29,6 +29,7 @@ from qtpy.QtCore import QTimer
 
 from ..errors import InputError
 from . import _common as c
+from ._label_images import picture_images
 from ._pairing import PairingMemory
 from ._plot import CurvePlot
 from ._state import describe_model, get_store
@@ -266,7 +267,7 @@ class TrainWidget(Container):
         self._rows = []
         self._refreshing = True
         try:
-            for image in c.image_layers(self._viewer):
+            for image in picture_images(self._viewer):  # not masks opened as images
                 shape = c.layer_spatial_shape(image)
                 fitting = [lay for lay in labels if tuple(lay.data.shape) == shape]
                 use, chosen = self._memory.choice(image, fitting, selected)
