@@ -22,6 +22,11 @@ import numpy as np
 
 from .errors import InputError
 
+#: the one palette of label colours: scribble label 1 = background, then classes 1, 2, ... (a prediction or
+#: preview shows class k in the colour of scribble label k + 1); the sample's strokes, new scribble layers,
+#: the legend, the live preview and semantic predictions all use it
+SCRIBBLE_COLORS = ("#3d7bff", "#ffd000", "#ff3db4", "#39e66e", "#ff7a1a", "#b27aff", "#00d5ff", "#e6e6e6")
+
 IGNORE = -1
 PSEUDO = 64  # target value PSEUDO + k: class k from pseudo-labels (weaker supervision than a stroke)
 MAX_CLASSES = 32

@@ -6,6 +6,8 @@ from importlib.resources import files
 
 import numpy as np
 
+from .labels import SCRIBBLE_COLORS
+
 
 def _read(name: str) -> np.ndarray:
     import tifffile
@@ -52,5 +54,14 @@ def make_nuclei_strokes_sample() -> list[tuple]:
     return [
         (nuclei(), {"name": "nuclei"}, "image"),
         (nuclei_labels(), _TRUTH_KWARGS, "labels"),
-        (nuclei_strokes(), {"name": "nuclei strokes"}, "labels"),
+        (
+            nuclei_strokes(),
+            {
+                "name": "nuclei strokes",
+                # the plugin's palette, as in a 'New scribble layer' (not napari's random label colours)
+                "colormap": {None: "transparent", 0: "transparent", 1: SCRIBBLE_COLORS[0], 2: SCRIBBLE_COLORS[1]},
+                "metadata": {"napari_unet_role": "scribbles"},
+            },
+            "labels",
+        ),
     ]

@@ -125,3 +125,25 @@ def test_last_error_stays_whole_in_the_status_line(sample_viewer, messages, when
         text = f"Something about '{long_name}' happened: check it."
         widget._on_event(Notice(text))
     assert text in widget._message.value.replace("&#x27;", "'")  # whole, not a short-lived toast only
+
+
+def test_one_palette_for_sample_strokes_new_layers_legend_and_predictions(qtbot, sample_viewer, tiny_model):
+    from napari_unet._widgets import _common as c
+    from napari_unet._widgets._predict import PredictWidget
+    from napari_unet._widgets._state import get_store
+
+    widget = TrainWidget(sample_viewer)
+    sample = sample_viewer.layers["nuclei strokes"]
+    new = widget.new_scribble_layer()
+    for value in (1, 2):  # was: brown / cyan in the sample, blue / yellow in a new layer
+        assert c.hex_color(sample, value) == c.hex_color(new, value) == c.scribble_color(value)
+        assert c.scribble_color(value) in widget._legend.value
+    get_store(sample_viewer).set(tiny_model, "tiny")
+    predict = PredictWidget(sample_viewer)
+    predict._instances.value = False
+    predict._all.value = False
+    predict._images.value = [sample_viewer.layers["nuclei"]]
+    predict.start_prediction()
+    qtbot.waitUntil(lambda: not predict.busy, timeout=60_000)
+    (layer,) = predict.outputs
+    assert c.hex_color(layer, 1) == c.scribble_color(2)  # class 1 in the colour of its strokes

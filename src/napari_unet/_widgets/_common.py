@@ -14,6 +14,7 @@ from magicgui.widgets import Container, EmptyWidget, Label
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..errors import InputError
+from ..labels import SCRIBBLE_COLORS
 
 if TYPE_CHECKING:
     import napari
@@ -291,7 +292,7 @@ def format_seconds(seconds: float) -> str:
 # ---------------------------------------------------------------------------------------------- label colours
 
 #: colours of scribble labels: 1 = background, then classes 1, 2, ... (the preview reuses the class colours)
-SCRIBBLE_COLORS = ["#3d7bff", "#ffd000", "#ff3db4", "#39e66e", "#ff7a1a", "#b27aff", "#00d5ff", "#e6e6e6"]
+# SCRIBBLE_COLORS (imported above from labels.py): the one palette, also used by the sample data
 
 
 def scribble_color(label: int) -> str:

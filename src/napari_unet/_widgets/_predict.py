@@ -285,6 +285,7 @@ class PredictWidget(Container):
                     "choose images like the training images."
                 )
         self._jobs = jobs
+        self._n_classes = int(getattr(model, "n_classes", 1))
         self._sources = images
         self._layers = [None] * len(jobs)
         self._shapes = [None] * len(jobs)
@@ -398,6 +399,8 @@ class PredictWidget(Container):
                 "napari_unet_instances": bool(self._instances.value),
             },
         )
+        if not self._instances.value:  # classes in the palette of the strokes, legend and preview
+            layer.colormap = c.class_colormap(max(1, getattr(self, "_n_classes", 1)))
         layer.contour = 1 if self._contours.value else 0
         layer.editable = False  # the job writes planes into its array: no painting until the image is done
         self._layers[k] = layer
