@@ -217,6 +217,64 @@ def wrap_qt(qwidget: QWidget, name: str = "") -> EmptyWidget:
     return holder
 
 
+def scrolling_body(container: Container) -> Container:
+    """A sub-container inside a scroll area that fills ``container``: the dock scrolls rather than asking for a
+    window taller than the screen (napari docks a magicgui widget's ``native``, so ``scrollable=`` is lost)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    body = Container(labels=False)
+    body.margins = (0, 0, 0, 0)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(body.native)
+    container.margins = (0, 0, 0, 0)
+    container.append(wrap_qt(scroll))
+    return body
+
+
+DOCK_PROPERTY = "napari_unet_dock"
+
+
+def tabify_later(widget) -> None:
+    """Once napari has docked ``widget``, make it a tab beside the other napari-unet docks of its area.
+
+    Three docks stacked in one column asked for a 1,600 px tall window; as tabs they take the height of one,
+    and each dock scrolls instead of growing when it is taller than the screen.
+    """
+    from qtpy.QtCore import QTimer
+
+    widget.native.setProperty(DOCK_PROPERTY, True)
+    QTimer.singleShot(0, lambda: _tabify(widget.native))
+
+
+def _tabify(native) -> None:
+    from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
+
+    if not is_alive(native):
+        return
+    dock = native.parentWidget()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    main = dock.parentWidget() if dock is not None else None
+    if not isinstance(main, QMainWindow):
+        return
+    area = main.dockWidgetArea(dock)
+    if main.tabifiedDockWidgets(dock):
+        return  # already a tab (another napari-unet dock took it in)
+    for other in main.findChildren(QDockWidget):
+        if other is dock or other.isHidden() or main.dockWidgetArea(other) != area:
+            continue
+        inner = other.widget()
+        if inner is not None and any(w.property(DOCK_PROPERTY) for w in [inner, *inner.findChildren(QWidget)]):
+            main.tabifyDockWidget(other, dock)
+            dock.show()
+            dock.raise_()
+            return
+
+
 def is_alive(qwidget) -> bool:
     """False once Qt has deleted the C++ widget (e.g. the viewer was closed)."""
     try:

@@ -27,6 +27,7 @@ AUTO = "auto"
 _PREDICTION_NAME = re.compile(r"prediction(\s*\[\d+\])?\s*$", re.IGNORECASE)
 SCORES = ("dice", "iou", "precision", "recall")
 HEADERS = ("image", "class", "Dice", "IoU", "precision", "recall")
+MAX_TABLE_HEIGHT = 600  # beyond this many pixels of rows, the table scrolls inside
 
 
 class MetricsWidget(Container):
@@ -65,7 +66,7 @@ class MetricsWidget(Container):
         header.setMinimumSectionSize(40)
         self._table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self._table.setColumnHidden(1, True)  # the class column shows with 'Per class' only
-        self._table.setMinimumHeight(160)
+        self._table.setMinimumHeight(120)
         self._table.setToolTip("Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.")
         self._export = PushButton(text="Export CSV…")
         self._recompute = PushButton(text="Recompute")
@@ -76,7 +77,8 @@ class MetricsWidget(Container):
             visible=False,
         )
 
-        self.extend(
+        self._body = c.scrolling_body(self)  # fits a small screen: scrolls instead of growing the window
+        self._body.extend(
             [
                 c.form(self._predictions, self._truth),
                 self._per_slice,
@@ -87,7 +89,7 @@ class MetricsWidget(Container):
                 Container(widgets=[self._recompute, self._export], layout="horizontal", labels=False),
             ]
         )
-        for sub in self:
+        for sub in self._body:
             if isinstance(sub, Container):
                 sub.margins = (0, 0, 0, 0)
 
@@ -108,6 +110,7 @@ class MetricsWidget(Container):
         layers.events.reordered.connect(self._on_layers_changed)
         get_store(self._viewer).predicted.connect(self.schedule)
         self.native.destroyed.connect(self._on_destroyed)
+        c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
         self.update_table()
 
     # ------------------------------------------------------------------------------------------ choices and pairs
@@ -267,6 +270,16 @@ class MetricsWidget(Container):
                     item.setFont(bold)
                 table.setItem(i, j, item)
         table.blockSignals(False)
+        self._fit_table_height()
+
+    def _fit_table_height(self) -> None:
+        """The table grows with its rows (the dock scrolls), so the mean rows are never hidden below it."""
+        table = self._table
+        rows = sum(table.rowHeight(i) for i in range(table.rowCount()))
+        header = table.horizontalHeader().sizeHint().height()
+        scrollbar = table.horizontalScrollBar().sizeHint().height()
+        needed = rows + header + scrollbar + 2 * table.frameWidth() + 4
+        table.setMinimumHeight(int(min(max(needed, 120), MAX_TABLE_HEIGHT)))
 
     def _watch(self, layers: list) -> None:
         """Recompute when the data of a scored layer changes (painting, or a prediction filling in)."""

@@ -138,7 +138,8 @@ class PredictWidget(Container):
         self._export_from = ComboBox(choices=self._labels_choices, label="Polygons of")
         self._export = PushButton(text="Export polygons…", tooltip="Write one polygon per object as CSV or GeoJSON")
 
-        self.extend(
+        self._body = c.scrolling_body(self)  # fits a small screen: scrolls instead of growing the window
+        self._body.extend(
             [
                 c.heading("Model"),
                 self._source,
@@ -159,10 +160,10 @@ class PredictWidget(Container):
                 self._export,
             ]
         )
-        for sub in self:
+        for sub in self._body:
             if isinstance(sub, Container):
                 sub.margins = (0, 0, 0, 0)
-        self.native.layout().addStretch(1)
+        self._body.native.layout().addStretch(1)
 
         self._source.changed.connect(self._update_model_info)
         self._file.changed.connect(self._update_model_info)
@@ -177,6 +178,7 @@ class PredictWidget(Container):
         layers.events.removed.connect(self._on_layer_removed)
         layers.events.reordered.connect(self._reset_choices)
         self.native.destroyed.connect(self._on_destroyed)
+        c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
         self._on_all_toggled()
         self._update_model_info()
 

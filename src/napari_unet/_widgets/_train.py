@@ -201,7 +201,8 @@ class TrainWidget(Container):
         self._status = c.wrapping_label()
         self._message = c.wrapping_label()  # the last error or warning, whole, until the next run
 
-        self.extend(
+        self._body = c.scrolling_body(self)  # fits a small screen: scrolls instead of growing the window
+        self._body.extend(
             [
                 c.heading("Images and annotations"),
                 self._pairs,
@@ -222,10 +223,10 @@ class TrainWidget(Container):
                 self._message,
             ]
         )
-        for sub in self:
+        for sub in self._body:
             if isinstance(sub, Container):
                 sub.margins = (0, 0, 0, 0)
-        self.native.layout().addStretch(1)
+        self._body.native.layout().addStretch(1)
 
         # ---- connections
         self._new_layer.changed.connect(c.guarded(self.new_scribble_layer, self._message))
@@ -246,6 +247,7 @@ class TrainWidget(Container):
         for layer in layers:  # renamed layers: the rows show the new names
             layer.events.name.connect(self._on_layer_renamed)
         self.native.destroyed.connect(self._on_destroyed)
+        c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
 
         self._timer = QTimer()
         self._timer.setInterval(500)
