@@ -198,3 +198,19 @@ def test_closing_the_viewer_during_prediction_ends_the_worker(qtbot, predict_wid
     predict_widget.start_prediction()
     wait_until(qtbot, lambda: predict_widget._progress.value > 0, timeout=60)
     assert_close_ends_cleanly(qtbot, sample_viewer, messages, caplog)
+
+
+def test_stack_instance_ids_unique_and_linked_through_z(qtbot, predict_widget, sample_viewer):
+    plane = sample_viewer.layers["nuclei"].data[:128, :128]
+    sample_viewer.add_image(np.stack([plane] * 3), name="z stack")
+    predict_widget._all.value = False
+    predict_widget._images.value = [sample_viewer.layers["z stack"]]
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
+    ids = [set(np.unique(p[p > 0]).tolist()) for p in predict_widget.outputs[0].data]
+    assert ids[0] and not ids[0] & ids[1] and not ids[1] & ids[2]  # was: 1, 2, ... in every plane
+    predict_widget._stitch.value = 0.5
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
+    linked = predict_widget.outputs[0].data
+    np.testing.assert_array_equal(linked[0], linked[2])  # the same objects keep their ids through Z

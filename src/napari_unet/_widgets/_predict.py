@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, ProgressBar, PushButton, RadioButtons, Select
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    ProgressBar,
+    PushButton,
+    RadioButtons,
+    Select,
+)
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 
@@ -62,7 +72,7 @@ class ImageDone:
     polygons: list = field(default_factory=list)  # simplified (plane index + vertices) arrays, for display
 
 
-def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> Iterator:
+def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool, stitch_threshold: float = 0.0) -> Iterator:
     """Fill each job's ``out`` plane by plane (core ``iter_predict``), yielding progress; no Qt, no layers.
 
     ``out`` arrays are created on the GUI thread and shown by the new Labels layers; only this job writes
@@ -76,7 +86,14 @@ def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> 
     for k, job in enumerate(jobs):
         yield ImageStarted(k)
         for n, (idx, labels) in enumerate(
-            iter_predict(model, job.image, channel_axis=job.channel_axis, instances=instances), start=1
+            iter_predict(
+                model,
+                job.image,
+                channel_axis=job.channel_axis,
+                instances=instances,
+                stitch_threshold=stitch_threshold if instances else 0.0,
+            ),
+            start=1,
         ):
             job.out[idx] = labels
             yield PlaneDone(k, n, job.n_planes, tuple(int(i) for i in idx))
@@ -125,6 +142,16 @@ class PredictWidget(Container):
         self._instances = CheckBox(
             value=True, text="Split touching objects (instances)", tooltip="One label id per object (watershed)"
         )
+        self._stitch = FloatSpinBox(
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            label="Link through Z (IoU)",
+            tooltip="Z stacks with instances: an object takes the id of the object it overlaps most in the plane "
+            "before when their IoU is at least this, so one nucleus keeps one id through Z. 0 = off (ids are "
+            "unique across the stack either way).",
+        )
         self._contours = CheckBox(value=True, text="Show as contours", tooltip="Outline objects over the image")
         self._polygons = CheckBox(
             value=False, text="Add polygons (Shapes layer)", tooltip="One polygon per object, editable and exportable"
@@ -150,6 +177,7 @@ class PredictWidget(Container):
                 c.form(self._images),
                 c.heading("Output"),
                 self._instances,
+                c.form(self._stitch),
                 self._contours,
                 self._polygons,
                 Container(widgets=[self._predict, self._cancel], layout="horizontal", labels=False),
@@ -305,6 +333,7 @@ class PredictWidget(Container):
             jobs,
             bool(self._instances.value),
             bool(self._polygons.value),
+            float(self._stitch.value),
             on_yield=self._on_event,
             on_error=self._on_error,
             on_finish=self._on_finish,
