@@ -160,3 +160,17 @@ def test_label_images_are_told_from_pictures():
     assert not looks_like_label_image(nuclei())
     assert not looks_like_label_image(nuclei().astype(np.float32))
     assert not looks_like_label_image(np.random.default_rng(0).integers(0, 200, (64, 64)))
+
+
+def test_channel_axis_auto_sentinel_is_the_same_in_training_and_prediction():
+    from napari_unet.training import TrainConfig, Trainer
+
+    assert TrainConfig().channel_axis == "auto"
+    rgb_like = np.random.default_rng(0).random((48, 48, 3)).astype(np.float32)
+    labels = np.zeros((48, 48), int)
+    labels[5, 5:40], labels[30, 5:40] = 1, 2
+    assert Trainer(rgb_like, labels, epochs=1, device="cpu").in_channels == 3  # 'auto': channels detected
+    stack_labels = np.zeros((48, 48, 3), int)
+    stack_labels[5, 5:40], stack_labels[30, 5:40] = 1, 2
+    trainer = Trainer(rgb_like, stack_labels, epochs=1, device="cpu", channel_axis=None, mode="sparse")
+    assert trainer.in_channels == 1  # None: no channel axis, as in predict (was: None meant 'detect')

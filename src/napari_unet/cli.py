@@ -287,7 +287,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         augment=not args.no_augment,
-        channel_axis=args.channel_axis,
+        channel_axis=args.channel_axis if args.channel_axis is not None else "auto",
         device=args.device,
         precision=args.precision,
     )

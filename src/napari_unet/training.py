@@ -79,7 +79,9 @@ class TrainConfig:
     dice_weight: float = 1.0
     mode: str = "auto"  # 'sparse', 'dense' or 'auto'
     multiclass: bool = False  # dense labels are class ids rather than foreground/instances
-    channel_axis: int | None = None  # None: detect RGB-like trailing axes
+    # 'auto': detect RGB-like trailing axes (or the model's channel count); None: no channel axis; else the axis
+    # (the same sentinel as predict's channel_axis)
+    channel_axis: int | None | str = "auto"
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -102,6 +104,8 @@ class TrainConfig:
             raise InputError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0 <= self.val_fraction < 0.5:
             raise InputError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}.")
+        if isinstance(self.channel_axis, str) and self.channel_axis != "auto":
+            raise InputError(f"channel_axis must be 'auto', None or an axis number, got {self.channel_axis!r}.")
         if self.mode not in ("auto", "sparse", "dense"):
             raise InputError(f"mode must be 'auto', 'sparse' or 'dense', got {self.mode!r}.")
         if self.pseudo_labels not in ("auto", "forest", "none"):
@@ -226,7 +230,7 @@ class Trainer:
         self.planes_used = self.planes_total = 0
         for k, (img, lab) in enumerate(zip(images, label_arrays, strict=True)):
             shape = tuple(np.shape(img))
-            axis = cfg.channel_axis if cfg.channel_axis is not None else guess_channel_axis(shape, in_channels)
+            axis = guess_channel_axis(shape, in_channels) if cfg.channel_axis == "auto" else cfg.channel_axis
             sp = spatial_shape(shape, axis)
             if lab.shape[:-1] == sp and lab.shape[-1] in (3, 4):
                 raise InputError(
