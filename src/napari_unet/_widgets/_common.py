@@ -220,18 +220,35 @@ def wrap_qt(qwidget: QWidget, name: str = "") -> EmptyWidget:
 def scrolling_body(container: Container) -> Container:
     """A sub-container inside a scroll area that fills ``container``: the dock scrolls rather than asking for a
     window taller than the screen (napari docks a magicgui widget's ``native``, so ``scrollable=`` is lost)."""
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QFrame, QScrollArea
+    from qtpy.QtCore import QSize, Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy
+
+    class _Scroll(QScrollArea):
+        """As wide as its content needs and as tall as it likes when there is room; scrolls when there is not."""
+
+        def _extra(self) -> int:
+            return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+        def sizeHint(self) -> QSize:  # noqa: N802  (Qt)
+            inner = self.widget().sizeHint() if self.widget() is not None else QSize(0, 0)
+            return QSize(inner.width() + self._extra(), inner.height() + 2 * self.frameWidth())
+
+        def minimumSizeHint(self) -> QSize:  # noqa: N802  (Qt)
+            inner = self.widget().minimumSizeHint() if self.widget() is not None else QSize(0, 0)
+            return QSize(inner.width() + self._extra(), min(inner.height(), 200))
 
     body = Container(labels=False)
     body.margins = (0, 0, 0, 0)
-    scroll = QScrollArea()
+    scroll = _Scroll()
+    scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setWidget(body.native)
     container.margins = (0, 0, 0, 0)
-    container.append(wrap_qt(scroll))
+    holder = wrap_qt(scroll)
+    holder.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    container.append(holder)
     return body
 
 
