@@ -45,3 +45,27 @@ def test_export_csv_and_geojson(tmp_path):
     assert min(xs) >= 2 and max(xs) <= 9  # x is the column
     with pytest.raises(InputError, match="csv or .geojson"):
         write_contours(contours, tmp_path / "c.txt")
+
+
+class _Broken:
+    """A contour whose vertices fail to come: a crash in the middle of writing."""
+
+    label, index = 2, ()
+
+    @property
+    def coords(self):
+        raise RuntimeError("disk full")
+
+
+@pytest.mark.parametrize("name", ["c.csv", "c.geojson"])
+def test_contours_are_written_atomically(tmp_path, name):
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:8, 3:9] = 1
+    path = tmp_path / name
+    path.write_text("earlier export")
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_contours([*label_contours(labels), _Broken()], path)
+    assert path.read_text() == "earlier export"  # not half a file
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left behind
+    write_contours(label_contours(labels), path)
+    assert path.read_text() != "earlier export"

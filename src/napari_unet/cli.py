@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="mode",
         action="store_const",
         const="sparse",
-        help="scribbles: 0 = not annotated, 1 = background, 2.. = classes",
+        help="scribbles: 0 = not annotated, 1 = background, 2.. = classes (default: guessed from the shapes painted)",
     )
     mode.add_argument(
         "--dense",
@@ -64,25 +64,40 @@ def build_parser() -> argparse.ArgumentParser:
         const="dense",
         help="complete masks: 0 = background, > 0 = foreground (instances count as one class)",
     )
-    t.add_argument("--multiclass", action="store_true", help="dense labels are class ids, not instances")
+    t.add_argument(
+        "--multiclass", action="store_true", help="the labels are class ids, not instances (implies --dense)"
+    )
     t.add_argument(
         "--time-limit",
         type=float,
         default=None,
         help="at most this many seconds of wall time, preparation included (default 120; training usually ends "
-        "sooner, once the held-out Dice stops improving)",
+        "sooner, once the held-out Dice stops improving; no limit when only --epochs is given)",
     )
     t.add_argument(
         "--no-plateau", action="store_true", help="use the whole time limit even when training stops improving"
     )
-    t.add_argument("--epochs", type=int, default=None, help="number of epochs (instead of or with a time limit)")
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="number of epochs of 20 steps; alone: train exactly this long; with --time-limit: stop at whichever "
+        "comes first (default: none, the time limit decides)",
+    )
     t.add_argument("--from", dest="from_model", default=None, help="fine-tune this model file")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed of weights, patches and augmentation (default 0)")
     t.add_argument("--filters", type=int, default=16, help="filters of the first level (default 16)")
     t.add_argument("--depth", type=int, default=4, help="number of poolings (default 4)")
-    t.add_argument("--dropout", type=float, default=0.0)
-    t.add_argument("--patch-size", type=int, default=128)
-    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="dropout probability in the two deepest levels of the network, against overfitting (default 0)",
+    )
+    t.add_argument(
+        "--patch-size", type=int, default=128, help="side in pixels of the square training patches (default 128)"
+    )
+    t.add_argument("--batch-size", type=int, default=8, help="patches per training step (default 8)")
     t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
     t.add_argument("--no-augment", action="store_true", help="turn off augmentation")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
@@ -94,11 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", help="image files (2D or Z/T stacks)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--instances", action="store_true", help="split touching objects into instances")
+    p.add_argument(
+        "--instances",
+        action="store_true",
+        help="split touching objects into instances; ids are unique across the planes of a stack",
+    )
+    p.add_argument(
+        "--stitch-threshold",
+        type=float,
+        default=0.0,
+        metavar="IOU",
+        help="with --instances on a Z stack: an object takes the id of the object it overlaps most in the "
+        "previous plane when their IoU is at least this (e.g. 0.3), so it keeps one id through Z "
+        "(default 0: off)",
+    )
     p.add_argument(
         "--contours", choices=["csv", "geojson"], default=None, help="also write object outlines as CSV or GeoJSON"
     )
-    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (binary)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="foreground probability above which a pixel is foreground, binary models (default 0.5)",
+    )
     p.add_argument(
         "--tile-size",
         type=int,
@@ -118,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="Dice, IoU, precision and recall against ground truth")
     e.add_argument("--pred", nargs="+", required=True, help="predicted label images")
     e.add_argument("--truth", nargs="+", required=True, help="ground-truth label images, same order")
-    e.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    e.add_argument("--csv", default=None, help="also write the table, mean row included, to this CSV file")
     e.add_argument("--multiclass", action="store_true", help="score each class id separately")
     e.add_argument("--per-slice", action="store_true", help="one row per plane of a stack")
     e.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
@@ -143,7 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--overwrite", action="store_true", help="replace an existing package")
 
-    d = sub.add_parser("demo", help="train on the bundled nuclei image, predict, score, write results")
+    d = sub.add_parser(
+        "demo",
+        help="train on the bundled nuclei image, predict, score, write results",
+        description="A first run with nothing to prepare: trains a model for --time-limit seconds on the left half "
+        "of the bundled DSB2018 nuclei image (from scribbles drawn from its ground truth, or from the complete "
+        "masks), predicts the right half, prints Dice / IoU / precision / recall and object counts against the "
+        "ground truth, and writes model.pt, the labels, contours (.geojson, .csv), metrics.csv and an overlay "
+        "PNG into the output folder.",
+    )
     d.add_argument("-o", "--output", default="napari-unet-demo", help="output folder (default ./napari-unet-demo)")
     d.add_argument("--time-limit", type=float, default=60.0, help="seconds of training (default 60)")
     d.add_argument(
@@ -152,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="strokes",
         help="train from scribbles on 0.2%% of the pixels (default) or from the complete masks",
     )
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="random seed of the scribbles and the training (default 0)")
     d.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in the folder")
     _add_runtime(d)
     return parser
@@ -281,13 +322,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         augment=not args.no_augment,
-        channel_axis=args.channel_axis,
+        channel_axis=args.channel_axis if args.channel_axis is not None else "auto",
         device=args.device,
         precision=args.precision,
         until_plateau=not args.no_plateau,
     )
+    planes = f" on {trainer.planes_used} of {trainer.planes_total} planes" if trainer.planes_total > len(images) else ""
     print(
-        f"{trainer.mode} labels, {trainer.n_classes} class(es), {trainer.n_annotated} annotated pixels, "
+        f"{trainer.mode} labels, {trainer.n_classes} class(es), {trainer.n_annotated} annotated pixels{planes}, "
         f"{trainer.device.type} {trainer.precision}",
         file=sys.stderr,
     )
@@ -312,7 +354,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- predict
 
 
-def _write_prediction(model, image, path: Path, overwrite: bool, options: dict) -> np.ndarray | None:
+def _write_prediction(
+    model, image, path: Path, overwrite: bool, options: dict, on_plane=lambda: None
+) -> np.ndarray | None:
     """Predict plane by plane into a TIFF; stack planes are compressed and written as they come, so memory stays flat."""
     import tifffile
 
@@ -324,11 +368,17 @@ def _write_prediction(model, image, path: Path, overwrite: bool, options: dict) 
     with atomic_path(path, overwrite) as tmp:
         if len(shape) == 2:
             ((_, labels),) = iter_predict(model, image, **options)
+            on_plane()
             tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
             return labels
-        planes = (labels.astype(dtype, copy=False) for _, labels in iter_predict(model, image, **options))
+
+        def planes():
+            for _, labels in iter_predict(model, image, **options):
+                on_plane()  # computed (tifffile takes exactly the planes it needs: no call after the last yield)
+                yield labels.astype(dtype, copy=False)
+
         # streamed page by page (iter_predict yields planes in file order): nothing grows with the stack
-        tifffile.imwrite(tmp, planes, shape=shape, dtype=dtype, compression="zlib", photometric="minisblack")
+        tifffile.imwrite(tmp, planes(), shape=shape, dtype=dtype, compression="zlib", photometric="minisblack")
     return None
 
 
@@ -368,7 +418,7 @@ def _write_prediction_zarr(model, image, path: Path, overwrite: bool, options: d
             out = zarr.open(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=np.int32)
             predict(model, image, out=out, **options)
             return
-        opts = {k: v for k, v in options.items() if k != "instances"}
+        opts = {k: v for k, v in options.items() if k not in ("instances", "stitch_threshold")}
         labels = predict_dask(model, image, **opts)
         store = labels.to_zarr(str(tmp), compute=False)
         if client is not None:
@@ -391,13 +441,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .contours import label_contours, write_contours
     from .io import check_writable, read_image
+    from .prediction import output_shape
     from .runtime import pick_device, pick_precision
 
+    # every input is checked before anything is created: a mistake leaves no empty output folder behind
+    if not 0 <= args.threshold <= 1:
+        raise InputError(f"--threshold must be a probability between 0 and 1, got {args.threshold}.")
+    if not 0 <= args.stitch_threshold <= 1:
+        raise InputError(f"--stitch-threshold must be an IoU between 0 and 1, got {args.stitch_threshold}.")
+    if args.stitch_threshold and not args.instances:
+        raise InputError("--stitch-threshold links object ids through Z: add --instances.")
     model = load_model(args.model)
     pick_precision(pick_device(args.device), args.precision)  # a CPU without bf16: one line, before any output
     outdir = check_writable(args.output)
     options = dict(
         instances=args.instances,
+        stitch_threshold=args.stitch_threshold,
         threshold=args.threshold,
         tile_size=args.tile_size,
         device=args.device,
@@ -409,6 +468,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(
             "Two input images have the same name; outputs would collide. Rename one or predict them separately."
         )
+    planes = []  # per image, for a progress bar that counts planes (a stack is not one step)
+    for path in args.images:
+        shape = output_shape(model, read_image(path), options["channel_axis"])  # lazy for TIFF, .npy, zarr
+        planes.append(int(np.prod(shape[:-2], dtype=np.int64)))
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{outdir} exists and is not a folder; choose another output folder with -o.")
     suffixes = [_labels_suffix(p) for p in args.images]
     for stem, suffix in zip(stems, suffixes, strict=True):
         outputs = [outdir / f"{stem}_labels{suffix}"] + (
@@ -418,17 +484,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
             _refuse_inputs(target, [*args.images, args.model], "The output")
         _refuse_existing(outputs, args.overwrite)  # all up front: never stop halfway through a batch
     client = _dask_client(args.scheduler)
-    for path, stem, suffix in zip(tqdm(args.images, desc="predicting", unit="image"), stems, suffixes, strict=True):
-        image = read_image(path)
-        target = outdir / f"{stem}_labels{suffix}"
-        if suffix == ".zarr":
-            _write_prediction_zarr(model, image, target, args.overwrite, options, client)
-        else:
-            _write_prediction(model, image, target, args.overwrite, options)
-        if args.contours:
-            contour_path = outdir / f"{stem}_contours.{args.contours}"
-            write_contours(label_contours(np.asarray(read_image(target))), contour_path)
-        print(f"{path} -> {target}")
+    outdir = check_writable(outdir)
+    bar = tqdm(total=sum(planes), desc="predicting", unit="plane", mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    try:
+        for path, stem, suffix, n in zip(args.images, stems, suffixes, planes, strict=True):
+            image = read_image(path)
+            target = outdir / f"{stem}_labels{suffix}"
+            if suffix == ".zarr":
+                _write_prediction_zarr(model, image, target, args.overwrite, options, client)
+                bar.update(n)
+            else:
+                _write_prediction(model, image, target, args.overwrite, options, on_plane=lambda: bar.update(1))
+            if args.contours:
+                contour_path = outdir / f"{stem}_contours.{args.contours}"
+                write_contours(label_contours(np.asarray(read_image(target))), contour_path)
+            bar.write(f"{path} -> {target}", file=sys.stdout)
+    finally:
+        bar.close()
     return 0
 
 
@@ -436,8 +508,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def write_table_csv(rows: Sequence[dict], path: str | Path) -> None:
-    from .metrics import COLUMNS
+    """The table as CSV, with the mean row the printed table shows when there is more than one row."""
+    from .metrics import COLUMNS, mean_row
 
+    rows = list(rows) + ([mean_row(rows)] if len(rows) > 1 else [])
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()

@@ -71,13 +71,17 @@ def write_geojson(contours: list[Contour], path: str | Path) -> None:
 
 
 def write_contours(contours: list[Contour], path: str | Path) -> None:
-    """CSV or GeoJSON, by the file's extension."""
+    """CSV or GeoJSON, by the file's extension; written atomically, so a crash never leaves half a file."""
+    from .io import atomic_path
+
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
-        write_csv(contours, path)
+        write = write_csv
     elif suffix in (".geojson", ".json"):
-        write_geojson(contours, path)
+        write = write_geojson
     else:
         from .errors import InputError
 
         raise InputError(f"Contours are written as .csv or .geojson, not {suffix or 'a file without extension'}.")
+    with atomic_path(path, overwrite=True) as tmp:  # callers (CLI, widget dialog) decide about replacing
+        write(contours, tmp)

@@ -1,13 +1,7 @@
-"""Images and labels in, training batches out: normalization, label conventions, patches, augmentation.
+"""Images in, training batches out: image checks and channel axes, normalization, patches, augmentation.
 
-Label conventions (the same in the CLI, the Python API and the widgets):
-
-- sparse (scribbles): 0 = not annotated (ignored), 1 = background, 2..K+1 = classes 1..K;
-- dense (complete masks): 0 = background, > 0 = foreground (instance masks count as binary), or, with
-  ``multiclass=True``, the class id.
-
-Internally a target is an int16 array with -1 = ignore, 0 = background, k = class k (and, during training
-on scribbles, ``PSEUDO + k`` = class k from pseudo-labels, see ``pseudo.py``).
+The label conventions, the guess between them and their checks live in ``labels.py``; their names are
+re-exported here so older imports keep working.
 """
 
 from __future__ import annotations
@@ -21,11 +15,19 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .labels import (  # noqa: F401  (re-exported: label conventions moved to labels.py)
+    _MAX_LABEL,
+    IGNORE,
+    MAX_CLASSES,
+    PSEUDO,
+    _integer_labels,
+    count_classes,
+    guess_label_mode,
+    labels_to_target,
+    resolve_label_mode,
+)
 
-IGNORE = -1
-PSEUDO = 64  # target value PSEUDO + k: class k from pseudo-labels (weaker supervision than a stroke)
 DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
-MAX_CLASSES = 32
 _NORMALIZATION_SAMPLE = 1 << 22  # percentiles of a huge image from a strided sample of ~4 Mpx
 
 
@@ -230,110 +232,6 @@ def normalize(plane: np.ndarray, rule: dict | None = None) -> np.ndarray:
     """
     step = sample_step(*plane.shape[-2:])
     return apply_stats(plane, plane_stats(plane[:, ::step, ::step], rule))
-
-
-# ---------------------------------------------------------------------------------------------- labels
-
-
-_MAX_LABEL = 2**53  # beyond this a float is not a whole number any more and an id is surely a mistake
-
-
-def _integer_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
-    if labels is None:
-        raise InputError(f"The {what} are missing (None): give an integer label image.")
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        return labels.astype(np.int32)
-    if labels.dtype.kind not in "iuf":
-        raise InputError(
-            f"The {what} have dtype {labels.dtype}: give an integer label image "
-            "(0 = unlabeled/background, 1, 2, ... = labels)."
-        )
-    if np.issubdtype(labels.dtype, np.floating):
-        if not np.all(np.isfinite(labels)):
-            raise InputError(f"The {what} contain NaN or inf: labels must be whole numbers >= 0.")
-        if np.any(labels != np.round(labels)):
-            raise InputError(f"The {what} contain fractional values: labels must be whole numbers >= 0.")
-    if labels.size and labels.min() < 0:
-        raise InputError(f"The {what} contain negative values ({labels.min()}): labels must be >= 0.")
-    if labels.size and float(labels.max()) >= _MAX_LABEL:
-        raise InputError(
-            f"The {what} contain huge values (up to {labels.max():.4g}): label ids must be below 2**53; "
-            "relabel them 1, 2, 3, ... (e.g. skimage.segmentation.relabel_sequential)."
-        )
-    return labels.astype(np.int64, copy=False)
-
-
-_MAX_GUESSED_SCRIBBLE_ID = 9  # background + up to 8 classes; more distinct ids look like instance masks
-
-
-def guess_label_mode(labels_list: Sequence[np.ndarray]) -> str:
-    """'sparse' for scribbles, else 'dense'; the CLI and the widget say which they chose, and both can be forced.
-
-    Scribbles: few ids (1 = background plus a few classes), most pixels unannotated, and background strokes
-    scattered in several pieces. An instance mask with a handful of objects has the first two traits but
-    not the third: each of its ids is one blob.
-    """
-    from scipy import ndimage as ndi
-
-    total = annotated = 0
-    values: set[int] = set()
-    arrays = [np.asarray(labels) for labels in labels_list]
-    for lab in arrays:
-        total += lab.size
-        annotated += int(np.count_nonzero(lab))
-        if lab.size and int(lab.max()) > _MAX_GUESSED_SCRIBBLE_ID:
-            return "dense"
-        values |= set(np.unique(lab).tolist())
-    if not (1 in values and any(v >= 2 for v in values) and annotated < 0.5 * max(total, 1)):
-        return "dense"
-    if max(values) <= 2:
-        return "sparse"  # just background and one class: scribbles even when each is a single stroke
-    pieces = sum(ndi.label(lab == 1)[1] for lab in arrays)
-    return "sparse" if pieces >= 2 else "dense"
-
-
-def labels_to_target(labels: np.ndarray, mode: str, multiclass: bool = False) -> np.ndarray:
-    """Map a label image to the internal target (-1 ignore, 0 background, k class)."""
-    labels = _integer_labels(labels)
-    if mode == "sparse":
-        if labels.size and labels.max() > MAX_CLASSES + 1:
-            raise InputError(
-                f"Sparse labels go up to {labels.max()}, more than {MAX_CLASSES} classes: scribbles use "
-                "1 = background and 2, 3, ... for classes. For instance masks use dense mode."
-            )
-        return (labels - 1).astype(np.int16)
-    if mode == "dense":
-        if not multiclass:
-            return (labels > 0).astype(np.int16)
-        if labels.size and labels.max() > MAX_CLASSES:
-            raise InputError(
-                f"Multi-class labels go up to {labels.max()}, more than {MAX_CLASSES} classes: "
-                "for instance masks train a binary model (multiclass off)."
-            )
-        return labels.astype(np.int16)
-    raise InputError(f"Unknown label mode {mode!r}: use 'sparse' (scribbles) or 'dense' (complete masks).")
-
-
-def count_classes(targets: Sequence[np.ndarray]) -> tuple[int, np.ndarray]:
-    """Number of foreground classes and the pixel count of each class id; errors when training is impossible."""
-    counts = np.zeros(MAX_CLASSES + 1, dtype=np.int64)
-    for t in targets:
-        valid = t[t >= 0]
-        counts += np.bincount(valid.ravel(), minlength=MAX_CLASSES + 1)[: MAX_CLASSES + 1]
-    present = np.flatnonzero(counts)
-    if present.size == 0:
-        raise InputError(
-            "Nothing is annotated: paint background (label 1) and foreground (label 2) strokes, or give "
-            "complete masks in dense mode."
-        )
-    if present.size == 1:
-        which = "background" if present[0] == 0 else f"class {present[0]}"
-        raise InputError(
-            f"Only {which} is annotated: annotate at least background and one foreground class "
-            "(scribbles: 1 = background, 2 = foreground)."
-        )
-    return int(present.max()), counts
 
 
 # ---------------------------------------------------------------------------------------------- patches

@@ -16,6 +16,7 @@ from .errors import InputError
 from .io import release_pages
 from .model import UNet
 from .runtime import TILE_CANDIDATES, choose_tile, inference_network, pick_device, pick_precision, tile_rates
+from .stitching import StackIds
 
 DEFAULT_OVERLAP = 64
 # tile_size=None (the default) picks the tile per machine and plane (runtime.choose_tile): the network's
@@ -225,10 +226,13 @@ def iter_predict(
     batch_size: int = 4,
     device: str | torch.device = "auto",
     precision: str = "auto",
+    stitch_threshold: float = 0.0,
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """Yield (leading index, 2D labels) plane by plane: the streaming form of ``predict``.
 
-    Pixels that are NaN or inf in the image (no data) are labelled 0.
+    Pixels that are NaN or inf in the image (no data) are labelled 0. With ``instances``, object ids are
+    unique across a stack; ``stitch_threshold`` > 0 links an object to the one it overlaps most (IoU at
+    least the threshold) in the previous Z plane, so it keeps one id through Z (see ``stitching.py``).
     """
     _check_model(model)
     image = check_image(image)
@@ -247,6 +251,9 @@ def iter_predict(
     _check_tiling(tile_size, overlap, batch_size)
     dev = pick_device(device)
     prec = pick_precision(dev, precision)
+    if stitch_threshold and not instances:
+        raise InputError("stitch_threshold links object ids through Z: use it with instances=True (--instances).")
+    stack_ids = StackIds(stitch_threshold) if instances else None
     net = None  # built once, at the first plane: BN folded, weights in the compute dtype
     for idx, plane in iter_slices(image, axis):
         if plane.shape[0] != model.in_channels:
@@ -260,6 +267,8 @@ def iter_predict(
         labels = _labels_from_probs(probs, threshold, instances)
         if check_finite:
             labels[~np.isfinite(plane).all(axis=0)] = 0
+        if stack_ids is not None:
+            labels = stack_ids(idx, labels)  # after per-plane decoding: ids unique across the stack
         release_pages(image)  # a memory-mapped stack: memory stays flat however deep it is
         yield idx, labels
 

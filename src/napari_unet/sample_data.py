@@ -6,6 +6,8 @@ from importlib.resources import files
 
 import numpy as np
 
+from .labels import SCRIBBLE_COLORS
+
 
 def _read(name: str) -> np.ndarray:
     import tifffile
@@ -30,11 +32,20 @@ def nuclei_strokes(seed: int = 0) -> np.ndarray:
     return scribbles_from_truth(nuclei_labels(), seed=seed)
 
 
+# opened as evaluation truth: the Train widget never takes it for training unless the user picks it
+_TRUTH_KWARGS = {
+    "name": "nuclei ground truth",
+    "opacity": 0.4,
+    "visible": False,
+    "metadata": {"napari_unet_role": "truth"},
+}
+
+
 def make_nuclei_sample() -> list[tuple]:
     """napari sample: the image and its ground truth."""
     return [
         (nuclei(), {"name": "nuclei"}, "image"),
-        (nuclei_labels(), {"name": "nuclei ground truth", "opacity": 0.4, "visible": False}, "labels"),
+        (nuclei_labels(), _TRUTH_KWARGS, "labels"),
     ]
 
 
@@ -42,6 +53,15 @@ def make_nuclei_strokes_sample() -> list[tuple]:
     """napari sample: the image with scribbles ready to train, and the ground truth to score against."""
     return [
         (nuclei(), {"name": "nuclei"}, "image"),
-        (nuclei_labels(), {"name": "nuclei ground truth", "opacity": 0.4, "visible": False}, "labels"),
-        (nuclei_strokes(), {"name": "nuclei strokes"}, "labels"),
+        (nuclei_labels(), _TRUTH_KWARGS, "labels"),
+        (
+            nuclei_strokes(),
+            {
+                "name": "nuclei strokes",
+                # the plugin's palette, as in a 'New scribble layer' (not napari's random label colours)
+                "colormap": {None: "transparent", 0: "transparent", 1: SCRIBBLE_COLORS[0], 2: SCRIBBLE_COLORS[1]},
+                "metadata": {"napari_unet_role": "scribbles"},
+            },
+            "labels",
+        ),
     ]

@@ -32,13 +32,13 @@ from .data import (
     check_image,
     count_classes,
     guess_channel_axis,
-    guess_label_mode,
     iter_slices,
     labels_to_target,
     normalize,
     spatial_shape,
 )
 from .errors import InputError
+from .labels import resolve_label_mode
 from .losses import segmentation_loss, sparse_loss
 from .model import UNet
 from .runtime import autocast, pick_device, pick_precision, prepare_module
@@ -87,7 +87,9 @@ class TrainConfig:
     dice_weight: float = 1.0
     mode: str = "auto"  # 'sparse', 'dense' or 'auto'
     multiclass: bool = False  # dense labels are class ids rather than foreground/instances
-    channel_axis: int | None = None  # None: detect RGB-like trailing axes
+    # 'auto': detect RGB-like trailing axes (or the model's channel count); None: no channel axis; else the axis
+    # (the same sentinel as predict's channel_axis)
+    channel_axis: int | None | str = "auto"
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -110,6 +112,8 @@ class TrainConfig:
             raise InputError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0 <= self.val_fraction < 0.5:
             raise InputError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}.")
+        if isinstance(self.channel_axis, str) and self.channel_axis != "auto":
+            raise InputError(f"channel_axis must be 'auto', None or an axis number, got {self.channel_axis!r}.")
         if self.mode not in ("auto", "sparse", "dense"):
             raise InputError(f"mode must be 'auto', 'sparse' or 'dense', got {self.mode!r}.")
         if self.pseudo_labels not in ("auto", "forest", "none"):
@@ -277,16 +281,19 @@ class Trainer:
         label_arrays = [np.asarray(lab) for lab in labels]
         for k, lab in enumerate(label_arrays):
             _integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
-        self.mode = cfg.mode if cfg.mode != "auto" else guess_label_mode(label_arrays)
+        self.mode = resolve_label_mode(label_arrays, cfg.mode, cfg.multiclass)
         self.normalization = dict((model.meta.get("normalization") if model else None) or DEFAULT_NORMALIZATION)
 
         samples: list[Sample] = []
         self.sample_keys: list[tuple[int, tuple[int, ...]]] = []  # (image, plane index) of each sample
         n_lost = 0  # annotated pixels on NaN/inf image pixels
         self.channel_axes: list[int | None] = []
+        # planes that take part / all planes: in dense mode a plane with no label at all is unpainted, not
+        # "all background" (complete masks on 1 plane of a stack must not make the 19 others background)
+        self.planes_used = self.planes_total = 0
         for k, (img, lab) in enumerate(zip(images, label_arrays, strict=True)):
             shape = tuple(np.shape(img))
-            axis = cfg.channel_axis if cfg.channel_axis is not None else guess_channel_axis(shape, in_channels)
+            axis = guess_channel_axis(shape, in_channels) if cfg.channel_axis == "auto" else cfg.channel_axis
             sp = spatial_shape(shape, axis)
             if lab.shape[:-1] == sp and lab.shape[-1] in (3, 4):
                 raise InputError(
@@ -310,13 +317,17 @@ class Trainer:
                         f"{in_channels}: train one model per channel count."
                     )
                 t = target[idx]
+                self.planes_total += 1
                 if check_finite:  # NaN/inf pixels carry no information: their annotations are ignored
                     bad = ~np.isfinite(plane).all(axis=0)
                     any_finite = any_finite or not bad.all()
                     if bad.any():
                         n_lost += int(np.count_nonzero(t[bad] >= 0))
                         t = np.where(bad, np.int16(IGNORE), t)
+                if self.mode == "dense" and not np.any(lab[idx]):
+                    continue  # dense: a plane with no label at all is not painted yet
                 if np.any(t >= 0):
+                    self.planes_used += 1
                     samples.append(Sample(normalize(plane, self.normalization), np.ascontiguousarray(t)))
                     self.sample_keys.append((k, tuple(idx)))
             if not any_finite:

@@ -48,3 +48,30 @@ def test_sample_train_predict_metrics(qtbot, sample_viewer, messages, tmp_path):
     assert_unchanged(viewer, before, before)  # every layer that was there before
     assert not messages["error"], messages
     assert np.asarray(viewer.layers["nuclei strokes"].data).dtype == before["nuclei strokes"].dtype
+
+
+def test_docks_opened_first_then_the_layers(qtbot, make_napari_viewer, messages):
+    """A new user opens the three docks, then the sample: pairing follows, the truth is left for scoring."""
+    from napari_unet.sample_data import make_nuclei_strokes_sample
+
+    viewer = make_napari_viewer()
+    train, predict, metrics = TrainWidget(viewer), PredictWidget(viewer), MetricsWidget(viewer)
+    for name, widget in (("Train", train), ("Predict", predict), ("Metrics", metrics)):
+        viewer.window.add_dock_widget(widget, name=name)
+    assert train.pairs() == []
+    for data, kwargs, kind in make_nuclei_strokes_sample():  # File > Open Sample, layer after layer
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    before = snapshot(viewer)
+    assert train.pairs() == [(viewer.layers["nuclei"], viewer.layers["nuclei strokes"])]
+    assert train._mode.value == "sparse" and "Scribbles" in train._mode_hint.value
+
+    train.set_settings(**TINY)
+    train._train.changed.emit(True)
+    wait_until(qtbot, lambda: not train.running, timeout=90)
+    assert train._store.model is not None, messages
+    predict._predict.changed.emit(True)
+    wait_until(qtbot, lambda: not predict.busy, timeout=90)
+    qtbot.waitUntil(lambda: len(metrics.rows) >= 1, timeout=5000)
+    assert metrics.rows[0]["ground truth"] == "nuclei ground truth"
+    assert_unchanged(viewer, before, before)
+    assert not messages["error"], messages

@@ -76,6 +76,18 @@ def test_export_csv_and_select_row(viewer, tmp_path):
     assert viewer.layers.selection.active is viewer.layers["tissue prediction"]
 
 
+def test_export_csv_is_atomic(viewer, tmp_path):
+    widget = MetricsWidget(viewer)
+    widget.update_table()
+    path = tmp_path / "scores.csv"
+    path.write_text("earlier export")
+    widget.rows.insert(1, {"image": "broken", "class": ""})  # no scores: the write fails half way
+    with pytest.raises(KeyError):
+        widget.export_csv(path)
+    assert path.read_text() == "earlier export"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
+
+
 def test_recomputes_when_a_layer_changes(qtbot, viewer):
     widget = MetricsWidget(viewer)
     widget.update_table()

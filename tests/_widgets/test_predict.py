@@ -38,7 +38,9 @@ def test_predicts_every_opened_image_into_new_layers(qtbot, predict_widget, samp
     assert out["lazy"].data.shape == (96, 160)
     assert all(layer.contour == 1 for layer in out.values())
     assert out["nuclei"].data.max() > 1  # instances: touching objects get their own ids
-    np.testing.assert_array_equal(out["stack"].data[0], out["stack"].data[2])  # same plane, same answer
+    first, last = out["stack"].data[0], out["stack"].data[2]
+    np.testing.assert_array_equal(first > 0, last > 0)  # same plane, same answer
+    assert not set(np.unique(first[first > 0])) & set(np.unique(last[last > 0]))  # ids unique across the stack
     assert_unchanged(sample_viewer, before, before)  # the user's layers are never modified
     assert "done" in predict_widget._progress.native.format()
 
@@ -106,8 +108,39 @@ def test_cancel_takes_effect_at_once(qtbot, predict_widget, sample_viewer, messa
 
     assert QThreadPool.globalInstance().waitForDone(60_000)
     assert "(incomplete)" in predict_widget.outputs[0].name
-    assert predict_widget.outputs[0].editable  # the user may fix the incomplete result
+    wait_until(qtbot, lambda: predict_widget.outputs[0].editable, timeout=5)  # the user may fix it, once stopped
     assert not messages["error"]
+
+
+def test_cancel_keeps_the_layer_locked_until_the_job_has_stopped(qtbot, predict_widget, sample_viewer, monkeypatch):
+    import threading
+
+    from napari_unet._widgets import _predict
+
+    writing = threading.Event()
+    release = threading.Event()
+    real = _predict.predict_job
+
+    def slow_job(*args):
+        for event in real(*args):
+            yield event
+            if isinstance(event, _predict.PlaneDone):
+                writing.set()
+                release.wait(10)  # a plane still being computed and written after Cancel
+
+    monkeypatch.setattr(_predict, "predict_job", slow_job)
+    sample_viewer.add_image(np.stack([sample_viewer.layers["nuclei"].data[:64, :64]] * 3), name="stack")
+    predict_widget._all.value = False
+    predict_widget._images.value = [sample_viewer.layers["stack"]]
+    predict_widget.start_prediction()
+    qtbot.waitUntil(writing.is_set, timeout=60_000)
+    predict_widget._cancel.changed.emit(True)
+    (layer,) = predict_widget.outputs
+    assert not predict_widget.running
+    qtbot.wait(100)
+    assert not layer.editable  # was: editable at once, while the job could still write over the user's edits
+    release.set()
+    wait_until(qtbot, lambda: layer.editable, timeout=10)
 
 
 def test_prediction_layer_is_read_only_while_the_job_writes_it(qtbot, predict_widget, sample_viewer):
@@ -162,3 +195,19 @@ def test_closing_the_viewer_during_prediction_ends_the_worker(qtbot, predict_wid
     predict_widget.start_prediction()
     wait_until(qtbot, lambda: predict_widget._progress.value > 0, timeout=60)
     assert_close_ends_cleanly(qtbot, sample_viewer, messages, caplog)
+
+
+def test_stack_instance_ids_unique_and_linked_through_z(qtbot, predict_widget, sample_viewer):
+    plane = sample_viewer.layers["nuclei"].data[:128, :128]
+    sample_viewer.add_image(np.stack([plane] * 3), name="z stack")
+    predict_widget._all.value = False
+    predict_widget._images.value = [sample_viewer.layers["z stack"]]
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
+    ids = [set(np.unique(p[p > 0]).tolist()) for p in predict_widget.outputs[0].data]
+    assert ids[0] and not ids[0] & ids[1] and not ids[1] & ids[2]  # was: 1, 2, ... in every plane
+    predict_widget._stitch.value = 0.5
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
+    linked = predict_widget.outputs[0].data
+    np.testing.assert_array_equal(linked[0], linked[2])  # the same objects keep their ids through Z

@@ -14,6 +14,7 @@ from magicgui.widgets import Container, EmptyWidget, Label
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..errors import InputError
+from ..labels import SCRIBBLE_COLORS
 
 if TYPE_CHECKING:
     import napari
@@ -44,6 +45,21 @@ def report_info(message: str) -> None:
     show_info(message)
 
 
+_MESSAGE_COLORS = {"error": "#ff6b6b", "warning": "#ffb000", "info": "#9fd89f"}
+
+
+def report(line, kind: str, message: str) -> None:
+    """A notification (short-lived, maybe truncated) and, whole, in the widget's message line until the next."""
+    {"error": report_error, "warning": report_warning, "info": report_info}[kind](message)
+    if line is not None and is_alive(line.native):
+        import html
+
+        color = _MESSAGE_COLORS.get(kind, "#cccccc")
+        line.value = (
+            f"<small><span style='color:{color}'><b>{kind.capitalize()}:</b></span> {html.escape(message)}</small>"
+        )
+
+
 def describe(exc: BaseException) -> str:
     """The user-facing text of an exception: the message of an ``InputError``, the type and message otherwise."""
     if isinstance(exc, InputError):
@@ -51,18 +67,19 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def guarded(handler: Callable) -> Callable:
-    """Run a GUI handler; an ``InputError`` (or any exception) becomes an error notification, not a traceback."""
+def guarded(handler: Callable, line=None) -> Callable:
+    """Run a GUI handler; an ``InputError`` (or any exception) becomes an error notification, not a traceback,
+    and stays whole in ``line`` (the widget's message line) when given."""
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except InputError as e:
-            report_error(str(e))
+            report(line, "error", str(e))
         except Exception as e:  # a bug: still no traceback dialog, but log it for the bug report
             log.exception("napari-unet: unexpected error in %s", handler.__name__)
-            report_error(describe(e))
+            report(line, "error", describe(e))
         return None
 
     return wrapper
@@ -200,6 +217,81 @@ def wrap_qt(qwidget: QWidget, name: str = "") -> EmptyWidget:
     return holder
 
 
+def scrolling_body(container: Container) -> Container:
+    """A sub-container inside a scroll area that fills ``container``: the dock scrolls rather than asking for a
+    window taller than the screen (napari docks a magicgui widget's ``native``, so ``scrollable=`` is lost)."""
+    from qtpy.QtCore import QSize, Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy
+
+    class _Scroll(QScrollArea):
+        """As wide as its content needs and as tall as it likes when there is room; scrolls when there is not."""
+
+        def _extra(self) -> int:
+            return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+        def sizeHint(self) -> QSize:  # noqa: N802  (Qt)
+            inner = self.widget().sizeHint() if self.widget() is not None else QSize(0, 0)
+            return QSize(inner.width() + self._extra(), inner.height() + 2 * self.frameWidth())
+
+        def minimumSizeHint(self) -> QSize:  # noqa: N802  (Qt)
+            inner = self.widget().minimumSizeHint() if self.widget() is not None else QSize(0, 0)
+            return QSize(inner.width() + self._extra(), min(inner.height(), 200))
+
+    body = Container(labels=False)
+    body.margins = (0, 0, 0, 0)
+    scroll = _Scroll()
+    scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(body.native)
+    container.margins = (0, 0, 0, 0)
+    holder = wrap_qt(scroll)
+    holder.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    container.append(holder)
+    return body
+
+
+DOCK_PROPERTY = "napari_unet_dock"
+
+
+def tabify_later(widget) -> None:
+    """Once napari has docked ``widget``, make it a tab beside the other napari-unet docks of its area.
+
+    Three docks stacked in one column asked for a 1,600 px tall window; as tabs they take the height of one,
+    and each dock scrolls instead of growing when it is taller than the screen.
+    """
+    from qtpy.QtCore import QTimer
+
+    widget.native.setProperty(DOCK_PROPERTY, True)
+    QTimer.singleShot(0, lambda: _tabify(widget.native))
+
+
+def _tabify(native) -> None:
+    from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
+
+    if not is_alive(native):
+        return
+    dock = native.parentWidget()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    main = dock.parentWidget() if dock is not None else None
+    if not isinstance(main, QMainWindow):
+        return
+    area = main.dockWidgetArea(dock)
+    if main.tabifiedDockWidgets(dock):
+        return  # already a tab (another napari-unet dock took it in)
+    for other in main.findChildren(QDockWidget):
+        if other is dock or other.isHidden() or main.dockWidgetArea(other) != area:
+            continue
+        inner = other.widget()
+        if inner is not None and any(w.property(DOCK_PROPERTY) for w in [inner, *inner.findChildren(QWidget)]):
+            main.tabifyDockWidget(other, dock)
+            dock.show()
+            dock.raise_()
+            return
+
+
 def is_alive(qwidget) -> bool:
     """False once Qt has deleted the C++ widget (e.g. the viewer was closed)."""
     try:
@@ -275,7 +367,7 @@ def format_seconds(seconds: float) -> str:
 # ---------------------------------------------------------------------------------------------- label colours
 
 #: colours of scribble labels: 1 = background, then classes 1, 2, ... (the preview reuses the class colours)
-SCRIBBLE_COLORS = ["#3d7bff", "#ffd000", "#ff3db4", "#39e66e", "#ff7a1a", "#b27aff", "#00d5ff", "#e6e6e6"]
+# SCRIBBLE_COLORS (imported above from labels.py): the one palette, also used by the sample data
 
 
 def scribble_color(label: int) -> str:

@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QSizePolicy, QTableWi
 from ..errors import InputError
 from ..metrics import evaluate, mean_row
 from . import _common as c
+from ._label_images import convert_to_labels, label_images
 from ._state import get_store
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ AUTO = "auto"
 _PREDICTION_NAME = re.compile(r"prediction(\s*\[\d+\])?\s*$", re.IGNORECASE)
 SCORES = ("dice", "iou", "precision", "recall")
 HEADERS = ("image", "class", "Dice", "IoU", "precision", "recall")
+MAX_TABLE_HEIGHT = 600  # beyond this many pixels of rows, the table scrolls inside
 
 
 class MetricsWidget(Container):
@@ -64,22 +66,30 @@ class MetricsWidget(Container):
         header.setMinimumSectionSize(40)
         self._table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self._table.setColumnHidden(1, True)  # the class column shows with 'Per class' only
-        self._table.setMinimumHeight(160)
+        self._table.setMinimumHeight(120)
         self._table.setToolTip("Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.")
         self._export = PushButton(text="Export CSV…")
         self._recompute = PushButton(text="Recompute")
+        self._convert = PushButton(
+            text="Use as labels",
+            tooltip="Turn the Image layers that hold masks or label ids (opened with File > Open) into Labels "
+            "layers, as napari's Convert to Labels does: same data, name and place",
+            visible=False,
+        )
 
-        self.extend(
+        self._body = c.scrolling_body(self)  # fits a small screen: scrolls instead of growing the window
+        self._body.extend(
             [
                 c.form(self._predictions, self._truth),
                 self._per_slice,
                 self._multiclass,
                 c.wrap_qt(self._table),
                 self._hint,
+                self._convert,
                 Container(widgets=[self._recompute, self._export], layout="horizontal", labels=False),
             ]
         )
-        for sub in self:
+        for sub in self._body:
             if isinstance(sub, Container):
                 sub.margins = (0, 0, 0, 0)
 
@@ -92,6 +102,7 @@ class MetricsWidget(Container):
             w.changed.connect(self.schedule)
         self._recompute.changed.connect(c.guarded(self.update_table))
         self._export.changed.connect(c.guarded(lambda: self.export_csv()))
+        self._convert.changed.connect(c.guarded(lambda: self.convert_label_images()))
         self._table.itemSelectionChanged.connect(self._on_row_selected)
         layers = self._viewer.layers
         layers.events.inserted.connect(self._on_layers_changed)
@@ -99,6 +110,7 @@ class MetricsWidget(Container):
         layers.events.reordered.connect(self._on_layers_changed)
         get_store(self._viewer).predicted.connect(self.schedule)
         self.native.destroyed.connect(self._on_destroyed)
+        c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
         self.update_table()
 
     # ------------------------------------------------------------------------------------------ choices and pairs
@@ -181,11 +193,14 @@ class MetricsWidget(Container):
         pairs, skipped = self._pairs_and_skipped()
         self._watch([x for pair in pairs for x in pair])
         rows: list[dict] = []
+        as_foreground = []  # instance layers: per-class scoring applies to class labels only
         for pred, truth in pairs:
             p, t = np.asarray(pred.data), np.asarray(truth.data)
-            for row in evaluate(
-                p, t, names=[pred.name], multiclass=self._multiclass.value, per_slice=self._per_slice.value
-            ):
+            multiclass = self._multiclass.value
+            if multiclass and (_is_instances(pred, p) or _is_instances(truth, t)):
+                multiclass = False
+                as_foreground.append(pred)
+            for row in evaluate(p, t, names=[pred.name], multiclass=multiclass, per_slice=self._per_slice.value):
                 rows.append({**row, "ground truth": truth.name, "layer": pred})
         if len(rows) > 1:
             classes = sorted({r["class"] for r in rows})
@@ -196,7 +211,17 @@ class MetricsWidget(Container):
         self.rows = rows
         self._table.setColumnHidden(1, not self._multiclass.value)
         self._fill(rows)
-        if not pairs:
+        masks = label_images(self._viewer)
+        self._convert.visible = bool(masks) and not pairs
+        if not pairs and masks:
+            names = ", ".join(f"'{html.escape(m.name)}'" for m in masks)
+            self._hint.value = (
+                f"<small>No prediction with a ground truth of the same shape. {names} "
+                f"{'is an Image layer' if len(masks) == 1 else 'are Image layers'} holding labels (a mask opened "
+                "with File > Open): click 'Use as labels' (or right-click > Convert to Labels) to score "
+                f"{'it' if len(masks) == 1 else 'them'}.</small>"
+            )
+        elif not pairs:
             self._hint.value = (
                 "<small>No prediction with a ground truth of the same shape: predict an image that has a "
                 "ground-truth Labels layer, or choose the layers above.</small>"
@@ -206,12 +231,25 @@ class MetricsWidget(Container):
             more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
             how = "default choice, paired by name" if self._auto else "chosen"
             self._hint.value = f"<small>Scored {against}{more} ({how}). Click a row to select its layer.</small>"
+        if as_foreground:
+            names = ", ".join(f"'{html.escape(p.name)}'" for p in as_foreground)
+            self._hint.value = self._hint.value.replace("</small>", "") + (
+                f" Per class applies to class labels only: {names} (or its ground truth) holds one id per object, "
+                "so it is scored as foreground vs background (class 1).</small>"
+            )
         if skipped:
             names = ", ".join(f"'{html.escape(p.name)}'" for p, _ in skipped)
             self._hint.value = self._hint.value.replace("</small>", "") + (
                 f" Not scored (shape differs from the ground truth): {names}.</small>"
             )
         return rows
+
+    def convert_label_images(self) -> list:
+        """Turn every Image layer that holds labels into a Labels layer (same data, name and place)."""
+        converted = [convert_to_labels(self._viewer, layer) for layer in label_images(self._viewer)]
+        if converted:
+            c.report_info(f"Converted to Labels: {', '.join(lay.name for lay in converted)}.")
+        return converted
 
     def _fill(self, rows: list[dict]) -> None:
         table = self._table
@@ -232,6 +270,16 @@ class MetricsWidget(Container):
                     item.setFont(bold)
                 table.setItem(i, j, item)
         table.blockSignals(False)
+        self._fit_table_height()
+
+    def _fit_table_height(self) -> None:
+        """The table grows with its rows (the dock scrolls), so the mean rows are never hidden below it."""
+        table = self._table
+        rows = sum(table.rowHeight(i) for i in range(table.rowCount()))
+        header = table.horizontalHeader().sizeHint().height()
+        scrollbar = table.horizontalScrollBar().sizeHint().height()
+        needed = rows + header + scrollbar + 2 * table.frameWidth() + 4
+        table.setMinimumHeight(int(min(max(needed, 120), MAX_TABLE_HEIGHT)))
 
     def _watch(self, layers: list) -> None:
         """Recompute when the data of a scored layer changes (painting, or a prediction filling in)."""
@@ -273,8 +321,11 @@ class MetricsWidget(Container):
             path, _ = QFileDialog.getSaveFileName(self.native, "Export scores", "scores.csv", "CSV (*.csv)")
             if not path:
                 return None
+        from ..io import atomic_path
+
         path = Path(path)
-        with open(path, "w", newline="") as f:
+        # the save dialog has asked about replacing; written beside it and renamed, so a crash leaves no half file
+        with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["image", "ground_truth", "class", *SCORES])
             for row in self.rows:
@@ -291,3 +342,10 @@ class MetricsWidget(Container):
 
     def _on_destroyed(self, *_) -> None:
         self._closing = True
+
+
+def _is_instances(layer, data: np.ndarray) -> bool:
+    """An instance layer: predicted with 'Split touching objects', or more ids than class labels use."""
+    from ..labels import looks_like_instances
+
+    return bool(layer.metadata.get("napari_unet_instances")) or looks_like_instances(data)

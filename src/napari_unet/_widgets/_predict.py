@@ -10,12 +10,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, ProgressBar, PushButton, RadioButtons, Select
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    ProgressBar,
+    PushButton,
+    RadioButtons,
+    Select,
+)
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import InputError
 from . import _common as c
+from ._label_images import picture_images
 from ._state import describe_model, get_store
 from ._worker import WorkerRunner
 
@@ -61,7 +72,7 @@ class ImageDone:
     polygons: list = field(default_factory=list)  # simplified (plane index + vertices) arrays, for display
 
 
-def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> Iterator:
+def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool, stitch_threshold: float = 0.0) -> Iterator:
     """Fill each job's ``out`` plane by plane (core ``iter_predict``), yielding progress; no Qt, no layers.
 
     ``out`` arrays are created on the GUI thread and shown by the new Labels layers; only this job writes
@@ -75,7 +86,14 @@ def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool) -> 
     for k, job in enumerate(jobs):
         yield ImageStarted(k)
         for n, (idx, labels) in enumerate(
-            iter_predict(model, job.image, channel_axis=job.channel_axis, instances=instances), start=1
+            iter_predict(
+                model,
+                job.image,
+                channel_axis=job.channel_axis,
+                instances=instances,
+                stitch_threshold=stitch_threshold if instances else 0.0,
+            ),
+            start=1,
         ):
             job.out[idx] = labels
             yield PlaneDone(k, n, job.n_planes, tuple(int(i) for i in idx))
@@ -124,6 +142,16 @@ class PredictWidget(Container):
         self._instances = CheckBox(
             value=True, text="Split touching objects (instances)", tooltip="One label id per object (watershed)"
         )
+        self._stitch = FloatSpinBox(
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            label="Link through Z (IoU)",
+            tooltip="Z stacks with instances: an object takes the id of the object it overlaps most in the plane "
+            "before when their IoU is at least this, so one nucleus keeps one id through Z. 0 = off (ids are "
+            "unique across the stack either way).",
+        )
         self._contours = CheckBox(value=True, text="Show as contours", tooltip="Outline objects over the image")
         self._polygons = CheckBox(
             value=False, text="Add polygons (Shapes layer)", tooltip="One polygon per object, editable and exportable"
@@ -137,7 +165,8 @@ class PredictWidget(Container):
         self._export_from = ComboBox(choices=self._labels_choices, label="Polygons of")
         self._export = PushButton(text="Export polygons…", tooltip="Write one polygon per object as CSV or GeoJSON")
 
-        self.extend(
+        self._body = c.scrolling_body(self)  # fits a small screen: scrolls instead of growing the window
+        self._body.extend(
             [
                 c.heading("Model"),
                 self._source,
@@ -148,6 +177,7 @@ class PredictWidget(Container):
                 c.form(self._images),
                 c.heading("Output"),
                 self._instances,
+                c.form(self._stitch),
                 self._contours,
                 self._polygons,
                 Container(widgets=[self._predict, self._cancel], layout="horizontal", labels=False),
@@ -158,10 +188,10 @@ class PredictWidget(Container):
                 self._export,
             ]
         )
-        for sub in self:
+        for sub in self._body:
             if isinstance(sub, Container):
                 sub.margins = (0, 0, 0, 0)
-        self.native.layout().addStretch(1)
+        self._body.native.layout().addStretch(1)
 
         self._source.changed.connect(self._update_model_info)
         self._file.changed.connect(self._update_model_info)
@@ -176,13 +206,14 @@ class PredictWidget(Container):
         layers.events.removed.connect(self._on_layer_removed)
         layers.events.reordered.connect(self._reset_choices)
         self.native.destroyed.connect(self._on_destroyed)
+        c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
         self._on_all_toggled()
         self._update_model_info()
 
     # ------------------------------------------------------------------------------------------ choices
 
     def _image_choices(self, *_) -> list:
-        return [(lay.name, lay) for lay in c.image_layers(self._viewer)]
+        return [(lay.name, lay) for lay in picture_images(self._viewer)]  # not masks opened as images
 
     def _labels_choices(self, *_) -> list:
         layers = c.labels_layers(self._viewer)
@@ -245,8 +276,16 @@ class PredictWidget(Container):
         return self._file_model[1]
 
     def chosen_images(self) -> list:
-        images = c.image_layers(self._viewer) if self._all.value else list(self._images.value)
+        images = picture_images(self._viewer) if self._all.value else list(self._images.value)
         if not images:
+            from ._label_images import label_images
+
+            masks = label_images(self._viewer)
+            if masks:
+                raise InputError(
+                    f"No image to segment: '{masks[0].name}' holds labels (a mask opened as an image), not a "
+                    "picture to segment; open the image itself (File > Open)."
+                )
             raise InputError(
                 "No image to segment: open an image (File > Open), or tick 'All opened images' / select images."
             )
@@ -280,6 +319,7 @@ class PredictWidget(Container):
                     "choose images like the training images."
                 )
         self._jobs = jobs
+        self._n_classes = int(getattr(model, "n_classes", 1))
         self._sources = images
         self._layers = [None] * len(jobs)
         self._shapes = [None] * len(jobs)
@@ -297,6 +337,7 @@ class PredictWidget(Container):
             jobs,
             bool(self._instances.value),
             bool(self._polygons.value),
+            float(self._stitch.value),
             on_yield=self._on_event,
             on_error=self._on_error,
             on_finish=self._on_finish,
@@ -306,12 +347,18 @@ class PredictWidget(Container):
         """Stop at once: finished images are kept, the image in progress is marked '(incomplete)'."""
         if not self._runner.running:
             return
+        worker = self._runner.worker
         self._runner.abandon()
         for layer in self._layers:
             if layer is not None and layer.metadata.get("napari_unet_complete") is False:
                 layer.name = c.unique_name(self._viewer, f"{layer.name} (incomplete)")
                 layer.refresh()
-        self._unlock_outputs()
+        # the plane in progress is still being written into the layer's array: read-only until the thread ends
+        layers = list(self._layers)
+        if worker is not None:
+            worker.finished.connect(lambda: self._unlock_outputs(layers))
+        if worker is None or not worker.is_running:  # checked after connecting: no end can slip between
+            self._unlock_outputs(layers)
         self._drop_unused_shapes()
         if c.is_alive(self.native):
             self._set_running(False)
@@ -380,8 +427,15 @@ class PredictWidget(Container):
             scale=image.scale,
             translate=image.translate,
             opacity=0.8,
-            metadata={c.ROLE_KEY: c.PREDICTION, "napari_unet_source": image.name, "napari_unet_complete": False},
+            metadata={
+                c.ROLE_KEY: c.PREDICTION,
+                "napari_unet_source": image.name,
+                "napari_unet_complete": False,
+                "napari_unet_instances": bool(self._instances.value),
+            },
         )
+        if not self._instances.value:  # classes in the palette of the strokes, legend and preview
+            layer.colormap = c.class_colormap(max(1, getattr(self, "_n_classes", 1)))
         layer.contour = 1 if self._contours.value else 0
         layer.editable = False  # the job writes planes into its array: no painting until the image is done
         self._layers[k] = layer
@@ -454,9 +508,11 @@ class PredictWidget(Container):
             if not complete:
                 self._shapes[k] = None
 
-    def _unlock_outputs(self) -> None:
+    def _unlock_outputs(self, layers=None) -> None:
         """The job no longer writes: let the user fix an incomplete result."""
-        for layer in self._layers:
+        if self._closing or not c.is_alive(self.native):
+            return
+        for layer in self._layers if layers is None else layers:
             if layer is not None and layer in self._viewer.layers:
                 layer.editable = True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import html
 import logging
 import os
@@ -28,6 +29,8 @@ from qtpy.QtCore import QTimer
 
 from ..errors import InputError
 from . import _common as c
+from ._label_images import picture_images
+from ._pairing import PairingMemory
 from ._plot import CurvePlot
 from ._state import describe_model, get_store
 from ._train_job import Inbox, Notice, Preview, Round, Tick, View, train_rounds
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 
 NONE = "—"
 MAX_MIRRORED_PLANE = 4096 * 4096  # up to this plane size the preview layer holds a whole plane (written in place)
-MODES = [("scribbles (sparse)", "sparse"), ("complete masks (dense)", "dense")]
+MODES = [("choose…", None), ("scribbles (sparse)", "sparse"), ("complete masks (dense)", "dense")]
 
 MODE_TIP = (
     "Scribbles (sparse): 0 = not annotated (ignored), 1 = background, 2 = class 1 (foreground), 3 = class 2, ...\n"
@@ -87,6 +90,7 @@ class _PairRow(Container):
 
     def __init__(self, image, choices: list, chosen) -> None:
         use = CheckBox(value=chosen is not None, text=image.name, tooltip="Train on this image")
+        use.native.setText(image.name)  # as the user wrote it (magicgui turns underscores into spaces)
         annotations = ComboBox(
             choices=[(NONE, None)] + [(lay.name, lay) for lay in choices],
             value=chosen,
@@ -122,6 +126,10 @@ class TrainWidget(Container):
         # and plot change together, at most twice a second (and at each epoch end)
         self._ui_throttle = c.Throttle(0.5)
         self._guessed_for: tuple[int, ...] = ()
+        self._guess_reason = ""  # why the mode was guessed (or why it could not be)
+        self._memory = PairingMemory()  # the pairings the user chose, kept across rebuilds of the rows
+        self._refreshing = False
+        self._hint_layers: list = []  # annotation layers whose painting updates the hint
         self._closing = False
 
         # ---- data
@@ -221,8 +229,10 @@ class TrainWidget(Container):
         self._progress.native.setFormat("idle")
         self._plot = CurvePlot()
         self._status = c.wrapping_label()
+        self._message = c.wrapping_label()  # the last error or warning, whole, until the next run
 
-        self.extend(
+        self._body = c.scrolling_body(self)  # fits a small screen: scrolls instead of growing the window
+        self._body.extend(
             [
                 c.heading("Images and annotations"),
                 self._pairs,
@@ -240,22 +250,23 @@ class TrainWidget(Container):
                 self._progress,
                 c.wrap_qt(self._plot),
                 self._status,
+                self._message,
             ]
         )
-        for sub in self:
+        for sub in self._body:
             if isinstance(sub, Container):
                 sub.margins = (0, 0, 0, 0)
-        self.native.layout().addStretch(1)
+        self._body.native.layout().addStretch(1)
 
         # ---- connections
-        self._new_layer.changed.connect(c.guarded(self.new_scribble_layer))
-        self._add_class.changed.connect(c.guarded(self.add_class))
-        self._load.changed.connect(c.guarded(lambda: self.load_model()))
-        self._save.changed.connect(c.guarded(lambda: self.save_model()))
-        self._export.changed.connect(c.guarded(lambda: self.export_model()))
-        self._train.changed.connect(c.guarded(self.start_training))
+        self._new_layer.changed.connect(c.guarded(self.new_scribble_layer, self._message))
+        self._add_class.changed.connect(c.guarded(self.add_class, self._message))
+        self._load.changed.connect(c.guarded(lambda: self.load_model(), self._message))
+        self._save.changed.connect(c.guarded(lambda: self.save_model(), self._message))
+        self._export.changed.connect(c.guarded(lambda: self.export_model(), self._message))
+        self._train.changed.connect(c.guarded(self.start_training, self._message))
         self._stop.changed.connect(self.stop_training)
-        self._mode.changed.connect(self._update_legend)
+        self._mode.native.currentIndexChanged.connect(self._update_legend)  # also when set to "choose…"
         self._multiclass.changed.connect(self._update_legend)
         self._preview.changed.connect(self._on_preview_toggled)
         self._preview_every.changed.connect(self._on_preview_toggled)
@@ -264,7 +275,10 @@ class TrainWidget(Container):
         layers.events.inserted.connect(self._on_layers_changed)
         layers.events.removed.connect(self._on_layer_removed)
         layers.events.reordered.connect(self._on_layers_changed)
+        for layer in layers:  # renamed layers: the rows show the new names
+            layer.events.name.connect(self._on_layer_renamed)
         self.native.destroyed.connect(self._on_destroyed)
+        c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
 
         self._timer = QTimer()
         self._timer.setInterval(500)
@@ -280,26 +294,32 @@ class TrainWidget(Container):
         """Rebuild the image / annotation rows from the viewer's layers, keeping the user's choices."""
         if self._runner.running:
             return
-        previous = {id(r.image_layer): (r.use.value, r.annotations.value) for r in self._rows}
         labels = c.labels_layers(self._viewer, include_plugin=False)
         selected = list(self._viewer.layers.selection)
         self._pairs.clear()
         self._rows = []
-        for image in c.image_layers(self._viewer):
-            shape = c.layer_spatial_shape(image)
-            fitting = [lay for lay in labels if tuple(lay.data.shape) == shape]
-            if id(image) in previous and (previous[id(image)][1] is None or previous[id(image)][1] in fitting):
-                use, chosen = previous[id(image)]
+        self._refreshing = True
+        try:
+            for image in picture_images(self._viewer):  # not masks opened as images
+                shape = c.layer_spatial_shape(image)
+                fitting = [lay for lay in labels if tuple(lay.data.shape) == shape]
+                use, chosen = self._memory.choice(image, fitting, selected)
                 row = _PairRow(image, fitting, chosen)
                 row.use.value = use
-            else:
-                row = _PairRow(image, fitting, c.best_annotation_layer(image, fitting, selected))
-            row.annotations.changed.connect(self._on_pairing_changed)
-            row.use.changed.connect(self._on_pairing_changed)
-            self._rows.append(row)
-            self._pairs.append(row)
-        if not self._rows:
-            self._pairs.append(Label(value="<i>Open an image first (File > Open Sample > U-Net).</i>"))
+                # the Qt signal: magicgui's `changed` stays silent when the value becomes None ("—")
+                row.annotations.native.currentIndexChanged.connect(functools.partial(self._on_row_changed, row))
+                row.use.changed.connect(functools.partial(self._on_row_changed, row))
+                self._rows.append(row)
+                self._pairs.append(row)
+            if not self._rows:
+                self._pairs.append(Label(value="<i>Open an image first (File > Open Sample > U-Net).</i>"))
+        finally:
+            self._refreshing = False
+        self._on_pairing_changed()
+
+    def _on_row_changed(self, row: _PairRow, *_) -> None:
+        if not self._refreshing:  # the user's choice (or a script's): kept across rebuilds
+            self._memory.remember(row.image_layer, row.use.value, row.annotations.value)
         self._on_pairing_changed()
 
     def pairs(self) -> list[tuple]:
@@ -312,9 +332,9 @@ class TrainWidget(Container):
         """Tick exactly these (image, labels) pairs (for scripts and tests)."""
         wanted = {id(img): lab for img, lab in pairs}
         for r in self._rows:
-            r.use.value = id(r.image_layer) in wanted
-            if id(r.image_layer) in wanted:
+            if id(r.image_layer) in wanted:  # the layer first: a ticked row without one is unticked
                 r.annotations.value = wanted[id(r.image_layer)]
+            r.use.value = id(r.image_layer) in wanted
 
     def _on_pairing_changed(self, *_) -> None:
         for r in self._rows:
@@ -324,29 +344,81 @@ class TrainWidget(Container):
         guessed_for = tuple(id(lab) for lab in chosen)
         if chosen and guessed_for != self._guessed_for:
             # guess only when the chosen annotation layers change, so a user's explicit choice sticks
-            from ..data import guess_label_mode
+            from ..labels import label_guess
 
             try:
-                guess = guess_label_mode([np.asarray(lab.data) for lab in chosen])
+                guess = label_guess([np.asarray(lab.data) for lab in chosen])
             except Exception:
-                guess = self._mode.value
-            self._mode.value = guess
+                guess = None
+            if guess is not None and guess.reason != "nothing is painted yet":
+                self._mode.value = None if guess.mode == "ask" else guess.mode  # ask: left unset, with a hint
+                self._guess_reason = guess.reason
+            elif guess is not None:
+                self._guess_reason = ""
         self._guessed_for = guessed_for
-        if chosen:
-            mode = self._mode.value
-            annotated = sum(int(np.count_nonzero(lab.data)) for lab in chosen)
-            total = sum(int(np.size(lab.data)) for lab in chosen)
-            share = 100 * annotated / max(total, 1)
-            what = "scribbles" if mode == "sparse" else "complete masks"
-            self._mode_hint.value = f"<small>Looks like {what}: {share:.1f}% of the pixels are labelled.</small>"
-        else:
-            self._mode_hint.value = "<small>Tick an image and choose its annotation layer, or add one:</small>"
+        for lab in self._hint_layers:
+            with contextlib.suppress(Exception):
+                lab.events.paint.disconnect(self._update_hint)
+        self._hint_layers = chosen
+        for lab in chosen:
+            lab.events.paint.connect(self._update_hint)
         self._update_legend()
 
+    def _update_hint(self, *_) -> None:
+        """What the chosen mode means for the chosen layers, and what to do next; agrees with 'Labels are'."""
+        if not c.is_alive(self.native):
+            return
+        self._mode_hint.value = "<small>" + html.escape(self._hint_text()) + "</small>"
+
+    def _hint_text(self) -> str:
+        chosen = [lab for _, lab in self.pairs()]
+        if not chosen:
+            return "Tick an image and choose its annotation layer, or add one:"
+        mode = self._mode.value
+        arrays = [np.asarray(lab.data) for lab in chosen]
+        if mode is None:
+            why = f" ({self._guess_reason})" if self._guess_reason else ""
+            return (
+                f"Cannot tell whether these are scribbles or complete masks{why}: choose in 'Labels are' "
+                "(scribbles: 1 = background, 2.. = classes; complete masks: 0 = background)."
+            )
+        if mode == "sparse":
+            background = sum(int(np.count_nonzero(a == 1)) for a in arrays)
+            objects = sum(int(np.count_nonzero(a >= 2)) for a in arrays)
+            if not background and not objects:
+                return "Scribbles: paint label 2 on objects and label 1 on background (keys 1 / 2), then Train."
+            if not objects:
+                return f"Scribbles: {background:,} background pixels; now paint label 2 on objects, then Train."
+            if not background:
+                return f"Scribbles: {objects:,} object pixels; now paint label 1 on background, then Train."
+            return (
+                f"Scribbles: {background:,} background and {objects:,} object pixels painted; Train, "
+                "and add strokes where the preview is wrong."
+            )
+        planes = [
+            (int(sum(bool(p.any()) for p in a.reshape(-1, *a.shape[-2:]))), a.size // max(a.shape[-1] * a.shape[-2], 1))
+            for a in arrays
+            if a.ndim >= 2
+        ]
+        used, total = sum(p for p, _ in planes), sum(t for _, t in planes)
+        if not used:
+            return "Complete masks: paint every object (0 = background), then Train."
+        stack = f" on {used} of {total} planes (only planes with a label are used)" if total > len(arrays) else ""
+        foreground = sum(int(np.count_nonzero(a)) for a in arrays)
+        share = 100 * foreground / max(sum(a.size for a in arrays), 1)
+        return f"Complete masks{stack}: {share:.1f}% of the pixels are objects, the rest background; Train."
+
     def _on_layers_changed(self, event=None) -> None:
-        if event is not None and c.role(getattr(event, "value", None)) in c.OUTPUT_ROLES:
+        layer = getattr(event, "value", None) if event is not None else None
+        if layer is not None and getattr(event, "type", "") == "inserted":
+            layer.events.name.connect(self._on_layer_renamed)
+        if c.role(layer) in c.OUTPUT_ROLES:
             return  # previews, predictions and polygons are never training inputs: no need to rebuild the rows
         self.refresh_pairs()
+
+    def _on_layer_renamed(self, event=None) -> None:
+        if self._alive() and c.role(getattr(event, "source", None)) not in c.OUTPUT_ROLES:
+            self.refresh_pairs()
 
     def _on_layer_removed(self, event) -> None:
         layer = event.value
@@ -361,12 +433,20 @@ class TrainWidget(Container):
                 self._inbox.preview = False
         if layer is self._preview_layer:
             self._preview_layer = None
+        with contextlib.suppress(Exception):
+            layer.events.name.disconnect(self._on_layer_renamed)
+        self._memory.forget(layer)
         if c.role(layer) not in c.OUTPUT_ROLES:
             self.refresh_pairs()
 
+    def _report(self, kind: str, message: str) -> None:
+        c.report(self._message, kind, message)
+
     def _notice_removed(self, name: str) -> None:
         if len(self._viewer.layers):  # not when the whole viewer is closing
-            c.report_warning(f"Training stopped because the layer '{name}' was removed; the model so far is kept.")
+            self._report(
+                "warning", f"Training stopped because the layer '{name}' was removed; the model so far is kept."
+            )
 
     # ------------------------------------------------------------------------------------------ scribbles
 
@@ -440,6 +520,7 @@ class TrainWidget(Container):
         return None
 
     def _update_legend(self, *_) -> None:
+        self._update_hint()
         layer = self._legend_layer()
 
         def swatch(value: int) -> str:
@@ -452,6 +533,8 @@ class TrainWidget(Container):
             for v in range(2, n + 1):
                 items.append(f"{swatch(v)} {v} " + ("foreground" if n == 2 else f"class {v - 1}"))
             items.append("(0 = not annotated)")
+        elif self._mode.value is None:
+            items = ["choose what the labels are above"]
         elif self._multiclass.value:
             n = max(1, _max_label(layer)) if layer is not None else 1
             items = ["0 background"] + [f"{swatch(v)} {v} class {v}" for v in range(1, n + 1)]
@@ -466,6 +549,11 @@ class TrainWidget(Container):
         """The core ``TrainConfig`` from the widgets (raises ``InputError`` for impossible values)."""
         from ..training import TrainConfig
 
+        if self._mode.value is None:
+            raise InputError(
+                "Choose what the labels are in 'Labels are': scribbles (1 = background, 2.. = classes, "
+                "0 = not annotated) or complete masks (0 = background, > 0 = objects or class ids)."
+            )
         return TrainConfig(
             time_limit=float(self._time_limit.value) or None,
             until_plateau=bool(self._until_plateau.value),
@@ -548,6 +636,7 @@ class TrainWidget(Container):
         if self._inbox.preview:
             self._prepare_preview_layer()
         self._set_running(True)
+        self._message.value = ""
         self._status.value = "Preparing the training data…"
         self._progress.native.setFormat("starting…")
         self._runner.start(
@@ -699,7 +788,7 @@ class TrainWidget(Container):
                 f"{event.n_classes} class{'es' if event.n_classes > 1 else ''}."
             )
         elif isinstance(event, Notice):
-            c.report_warning(event.message)
+            self._report("warning", event.message)
         elif isinstance(event, Done):
             self._on_done(event)
 
@@ -822,10 +911,11 @@ class TrainWidget(Container):
         self._plot.update()
         skipped = getattr(done, "skipped", 0)
         if skipped:
-            c.report_warning(
+            self._report(
+                "warning",
                 f"{skipped} training step{'s were' if skipped > 1 else ' was'} skipped because the loss was not a "
                 "finite number (NaN or inf); the model keeps its last good weights. If this repeats, lower the "
-                "learning rate or check the image for extreme values."
+                "learning rate or check the image for extreme values.",
             )
 
     def _on_error(self, error: BaseException) -> None:
@@ -833,7 +923,7 @@ class TrainWidget(Container):
             return
         self._status.value = "Training failed: " + c.describe(error)
         self._progress.native.setFormat("failed")
-        c.report_error(c.describe(error))
+        self._report("error", c.describe(error))
 
     def _on_finish(self) -> None:
         self._timer.stop()
