@@ -278,3 +278,16 @@ def instance_scores(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 
         "mean_matched_iou": s["matched_iou"] if s["matched"] else 0.0,
         "pq": s["pq"],
     }
+
+
+def count_objects(labels: np.ndarray) -> int:
+    """Objects in a label image as the object scores count them: instance ids, or the connected pieces of a
+    binary mask; plane by plane for a stack."""
+    labels = np.asarray(labels)
+    if labels.ndim < 2:
+        raise InputError(f"count_objects needs a 2D label image (or a stack of them), got shape {labels.shape}.")
+    total = 0
+    for idx in np.ndindex(*labels.shape[:-2]):
+        ids = np.unique(as_objects(labels[idx]))
+        total += int(np.count_nonzero(ids))
+    return total
