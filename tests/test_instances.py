@@ -69,6 +69,7 @@ def test_training_on_instance_masks_learns_the_boundary_target_and_splits_touchi
     assert trainer.instances and trainer.n_classes == 2  # interior and boundary
     model = [e for e in trainer.run()][-1].model
     assert model.meta["instances"] == "boundary" and model.out_channels == 3
+    assert 19 <= model.meta["object_size"] <= 21  # the discs' diameter: spaces seeds, sizes specks
     semantic = nu.predict(model, img)
     assert semantic.dtype == np.uint8 and semantic.max() == 1  # semantic output: the foreground
     inst = nu.predict(model, img, instances=True)
@@ -99,7 +100,7 @@ def test_object_size_from_strokes_cleaning_and_spacing():
     size = object_size_from_strokes(strokes)
     assert 12 <= size <= 13
     assert object_size_from_strokes(np.ones((8, 8), np.uint8)) is None
-    assert speck_size(size) == int(0.25 * np.pi * (size / 2) ** 2) and speck_size(None) == 0
+    assert speck_size(size) == int(0.1 * np.pi * (size / 2) ** 2) and speck_size(None) == 0
     assert watershed_spacing(None) == 4 and watershed_spacing(40.0) == 10
     mask = np.zeros((40, 40), np.uint8)
     mask[5:25, 5:25] = 1
@@ -117,3 +118,13 @@ def test_scribble_model_records_object_size_and_cleans_its_output():
     strokes[2, 2:40] = 1
     model = nu.train(img, strokes, mode="sparse", epochs=1, steps_per_epoch=2, time_limit=None, pseudo_labels="none")
     assert 12 <= model.meta["object_size"] <= 14 and model.meta["instances"] is None
+
+
+def test_object_size_from_masks():
+    from napari_unet.instances import object_size_from_masks
+
+    _, lab = touching_discs(r=10)
+    size = object_size_from_masks(lab)
+    assert 19 <= size <= 21  # discs of radius 10
+    assert object_size_from_masks((lab > 0).astype(np.uint8)) > 25  # a binary mask: its connected pieces
+    assert object_size_from_masks(np.zeros((4, 4), int)) is None

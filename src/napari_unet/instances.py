@@ -58,20 +58,22 @@ def foreground(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return ((1.0 - probs[0]) > threshold).astype(np.uint8)
 
 
-def decode_instances(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """int32 object ids from (3, H, W) probabilities of background, interior, boundary (seeded watershed)."""
+def decode_instances(probs: np.ndarray, threshold: float = 0.5, object_size: float | None = None) -> np.ndarray:
+    """int32 object ids from (3, H, W) probabilities of background, interior, boundary.
+
+    The interior (p > 0.5) is split where the network left touching objects joined by a distance-transform
+    watershed spaced for objects of ``object_size`` (the typical diameter, from the training masks); its
+    pieces seed a watershed of the boundary probability over the foreground; objects smaller than
+    ``speck_size(object_size)`` are dropped.
+    """
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
+    from .prediction import split_instances
+
     fg = foreground(probs, threshold).astype(bool)
-    interior = (probs[1] >= probs[0]) & (probs[1] >= probs[2]) & fg
-    seeds, n = ndi.label(interior)
-    if n:
-        sizes = np.bincount(seeds.ravel())
-        small = sizes < MIN_SEED
-        small[0] = False
-        if small.any():
-            seeds[small[seeds]] = 0
+    interior = (probs[1] > 0.5) & fg
+    seeds = split_instances(interior, watershed_spacing(object_size), MIN_SEED)
     # a foreground piece with no seed (a thin or tiny object) is an object of its own
     pieces, n_pieces = ndi.label(fg)
     if n_pieces:
@@ -83,7 +85,7 @@ def decode_instances(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     if not seeds.any():
         return np.zeros(fg.shape, np.int32)
     labels = watershed(probs[2], seeds, mask=fg)
-    return _drop_small_and_renumber(labels, MIN_OBJECT)
+    return _drop_small_and_renumber(labels, max(MIN_OBJECT, speck_size(object_size)))
 
 
 def _drop_small_and_renumber(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -97,7 +99,21 @@ def _drop_small_and_renumber(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- scribbles
 
-SPECK_FRACTION = 0.25  # specks and holes below this fraction of the typical object's area are cleaned away
+SPECK_FRACTION = 0.1  # specks and holes below this fraction of the typical object's area are cleaned away
+
+
+def object_size_from_masks(labels: np.ndarray) -> float | None:
+    """Typical object diameter (pixels) of instance masks: the median over objects of the diameter of the
+    disc of the same area (objects counted plane by plane). None without objects."""
+    from .metrics import as_objects
+
+    labels = np.asarray(labels)
+    areas = []
+    for idx in np.ndindex(*labels.shape[:-2]):
+        counts = np.bincount(as_objects(labels[idx]).ravel().astype(np.int64))[1:]
+        areas.append(counts[counts > 0])
+    areas = np.concatenate(areas) if areas else np.zeros(0)
+    return float(np.sqrt(4 * np.median(areas) / np.pi)) if areas.size else None
 
 
 def object_size_from_strokes(labels: np.ndarray) -> float | None:

@@ -170,7 +170,7 @@ def _labels_from_probs(
     if boundary:
         from .instances import decode_instances, foreground
 
-        return decode_instances(probs, threshold) if instances else foreground(probs, threshold)
+        return decode_instances(probs, threshold, object_size) if instances else foreground(probs, threshold)
     labels = probabilities_to_labels(probs, threshold)
     if object_size:
         from .instances import clean_mask

@@ -220,7 +220,7 @@ class Trainer:
             _integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
         self.mode = cfg.mode if cfg.mode != "auto" else guess_label_mode(label_arrays)
         self.instances = _learn_instances(cfg, self.mode, label_arrays, model)
-        self.object_size = _object_size(self.mode, label_arrays, model)
+        self.object_size = _object_size(self.mode, self.instances, label_arrays, model)
         self.normalization = dict((model.meta.get("normalization") if model else None) or DEFAULT_NORMALIZATION)
 
         samples: list[Sample] = []
@@ -585,13 +585,15 @@ def _learn_instances(cfg: TrainConfig, mode: str, labels: list[np.ndarray], mode
     return any(is_instance_labels(lab) for lab in labels)
 
 
-def _object_size(mode: str, labels: list[np.ndarray], model: UNet | None) -> float | None:
-    """Typical object diameter from scribbles (see instances.py); a fine-tuned model keeps its own otherwise."""
-    from .instances import object_size_from_strokes
+def _object_size(mode: str, instances: bool, labels: list[np.ndarray], model: UNet | None) -> float | None:
+    """Typical object diameter from scribbles or instance masks (see instances.py); a fine-tuned model keeps
+    its own otherwise."""
+    from .instances import object_size_from_masks, object_size_from_strokes
 
     size = None
-    if mode == "sparse":
-        found = [s for s in (object_size_from_strokes(lab) for lab in labels) if s]
+    if mode == "sparse" or instances:
+        measure = object_size_from_strokes if mode == "sparse" else object_size_from_masks
+        found = [s for s in (measure(lab) for lab in labels) if s]
         size = float(np.median(found)) if found else None
     if size is None and model is not None:
         size = model.meta.get("object_size")
