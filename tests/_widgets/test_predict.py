@@ -56,7 +56,7 @@ def test_object_count_and_instances_default_for_a_boundary_model(qtbot, predict_
     wait_until(qtbot, lambda: not predict_widget.running, timeout=60)
     (layer,) = predict_widget.outputs
     n = layer.metadata["napari_unet_objects"]
-    assert n > 0 and f"({n} objects)" in predict_widget._status.value
+    assert n > 0 and f"({n} object" in predict_widget._status.value
     # a model trained on instance masks: instances are ticked when it becomes the model in memory
     boundary = UNet(tiny_model.in_channels, 2, 4, 2)
     boundary.meta = {**copy.deepcopy(tiny_model.meta), "instances": "boundary"}
