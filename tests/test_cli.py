@@ -64,12 +64,19 @@ def test_train_predict_evaluate(files, capsys):
     table = files / "t.csv"
     rc = main(
         ["evaluate", "--pred", str(out / "img_labels.tif"), "--truth", str(files / "lab.tif"), "--csv", str(table)]
+        + ["--iou-threshold", "0.6"]
     )
     assert rc == 0
-    assert "dice" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "dice" in printed and "objects pred/true" in printed and "F1@0.6" in printed
     rows = list(csv.DictReader(table.open()))
-    assert list(rows[0]) == ["image", "class", "dice", "iou", "precision", "recall"]
+    assert list(rows[0]) == ["image", "class", "dice", "iou", "precision", "recall"] + [
+        "objects_pred", "objects_true", "matched", "false_pos", "false_neg",
+        "object_precision", "object_recall", "object_f1", "matched_iou", "pq", "iou_threshold",
+    ]  # fmt: skip
     assert 0 <= float(rows[0]["dice"]) <= 1
+    assert 0 <= float(rows[0]["object_f1"]) <= 1 and float(rows[0]["iou_threshold"]) == 0.6
+    assert int(rows[0]["matched"]) + int(rows[0]["false_neg"]) == int(rows[0]["objects_true"])
 
     # fine-tune from the saved model, never overwriting it
     rc = main(
@@ -103,6 +110,7 @@ def test_train_predict_evaluate(files, capsys):
         (["train", "{d}/img.txt", "--labels", "{d}/lab.tif", "-o", "{d}/m.pt"], "unsupported file type"),
         (["predict", "{d}/img.tif", "{d}/img.tif", "-o", "{d}/o"], "not a napari-unet model"),
         (["evaluate", "--pred", "{d}/img.tif", "--truth", "{d}/img.tif", "{d}/lab.tif"], "in pairs"),
+        (["evaluate", "--pred", "{d}/lab.tif", "--truth", "{d}/lab.tif", "--iou-threshold", "1.5"], "iou_threshold"),
         (["train", "{d}/img.tif"], "required"),
     ],
 )

@@ -148,12 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_runtime(p)
 
-    e = sub.add_parser("evaluate", help="Dice, IoU, precision and recall against ground truth")
+    e = sub.add_parser(
+        "evaluate", help="pixel Dice, IoU, precision, recall and object counts, F1, PQ against ground truth"
+    )
     e.add_argument("--pred", nargs="+", required=True, help="predicted label images")
     e.add_argument("--truth", nargs="+", required=True, help="ground-truth label images, same order")
     e.add_argument("--csv", default=None, help="also write the table, mean row included, to this CSV file")
     e.add_argument("--multiclass", action="store_true", help="score each class id separately")
     e.add_argument("--per-slice", action="store_true", help="one row per plane of a stack")
+    e.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=0.5,
+        help="objects match one to one at IoU >= this (default 0.5); a binary mask's objects are its "
+        "connected components",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
 
     x = sub.add_parser(
@@ -516,7 +525,7 @@ def write_table_csv(rows: Sequence[dict], path: str | Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+            writer.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in COLUMNS if k in r})
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -534,7 +543,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     preds = [np.asarray(read_image(p)) for p in args.pred]
     truths = [np.asarray(read_image(p)) for p in args.truth]
     names = [Path(p).name for p in args.pred]
-    rows = evaluate(preds, truths, names, multiclass=args.multiclass, per_slice=args.per_slice)
+    rows = evaluate(
+        preds, truths, names, multiclass=args.multiclass, per_slice=args.per_slice, iou_threshold=args.iou_threshold
+    )
     print(format_table(rows))
     if args.csv:
         from .io import atomic_path
@@ -595,15 +606,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model = done.model
     t0 = time.perf_counter()
     test_img, test_truth = image[:, half:], truth[:, half:]
-    semantic = predict(model, test_img, device=args.device, precision=args.precision)
     inst = predict(model, test_img, instances=True, device=args.device, precision=args.precision)
     seconds = time.perf_counter() - t0
-    rows = evaluate([semantic], [test_truth], ["nuclei right half"])
+    rows = evaluate([inst], [test_truth], ["nuclei right half"])
     print(format_table(rows))
     obj = instance_scores(inst, test_truth)
     print(
         f"objects: {obj['n_pred']} found, {obj['n_true']} true, {obj['matched']} matched at IoU >= 0.5 "
-        f"(mean IoU {obj['mean_matched_iou']:.3f}); prediction took {seconds:.2f} s"
+        f"(F1 {obj['f1']:.3f}, mean IoU {obj['mean_matched_iou']:.3f}, PQ {obj['pq']:.3f}); "
+        f"prediction took {seconds:.2f} s"
     )
     save_model(model, outdir / "model.pt", overwrite=True)
     write_labels(outdir / "nuclei_right_labels.tif", inst, overwrite=True)

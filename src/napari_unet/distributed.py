@@ -28,6 +28,7 @@ from .prediction import (
     DEFAULT_TILE,
     _check_tiling,
     _proba,
+    predicts_boundaries,
     probabilities_to_labels,
     resolve_channel_axis,
 )
@@ -101,7 +102,7 @@ def _predict_block(
     for i, plane in enumerate(planes):
         normalized = apply_stats(plane, plane_stats_[i])
         probs = _proba(net, model, normalized, tile_size, overlap, batch_size, dev, pick_precision(dev, precision))
-        labels = probabilities_to_labels(probs, threshold)
+        labels = probabilities_to_labels(probs, threshold, predicts_boundaries(model))
         labels[~np.isfinite(plane).all(axis=0)] = 0
         flat[i] = labels
     return out

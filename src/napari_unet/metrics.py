@@ -1,8 +1,16 @@
 """Pixel metrics (precision, recall, IoU, Dice) per image and class, and object-level matching.
 
-Definitions follow scikit-learn's binary precision/recall/jaccard/F1 on the foreground of each class,
+Pixel definitions follow scikit-learn's binary precision/recall/jaccard/F1 on the foreground of each class,
 with one deliberate difference: where prediction and truth are both empty every score is 1.0 (nothing to
 find, nothing found), instead of scikit-learn's 0 with a warning.
+
+Objects: a label image with ids > 1 is read as instances (one id per object); a binary one (0/1) is split
+into its connected components, so a semantic prediction is scored by its connected pieces. Predicted and
+true objects are matched one to one (Hungarian assignment on the IoU matrix, pairs below the IoU threshold
+never match); precision = TP / predicted, recall = TP / true, F1 = 2 TP / (predicted + true), and panoptic
+quality PQ = sum of matched IoUs / (TP + FP / 2 + FN / 2). With nothing predicted and nothing true, every
+object score is 1.0, as for pixels. Stacks are matched plane by plane (the prediction is 2D per plane) and
+the counts pooled.
 """
 
 from __future__ import annotations
@@ -13,7 +21,22 @@ import numpy as np
 
 from .errors import InputError
 
-COLUMNS = ("image", "class", "dice", "iou", "precision", "recall")
+PIXEL_SCORES = ("dice", "iou", "precision", "recall")
+OBJECT_COLUMNS = (
+    "objects_pred",
+    "objects_true",
+    "matched",
+    "false_pos",
+    "false_neg",
+    "object_precision",
+    "object_recall",
+    "object_f1",
+    "matched_iou",
+    "pq",
+)
+COLUMNS = ("image", "class", *PIXEL_SCORES, *OBJECT_COLUMNS, "iou_threshold")
+SCORES = PIXEL_SCORES + OBJECT_COLUMNS  # averaged by mean_row
+DEFAULT_IOU_THRESHOLD = 0.5
 
 
 def _ratio(num: int, den: int, both_empty: bool) -> float:
@@ -44,13 +67,17 @@ def evaluate(
     names: Sequence[str] | None = None,
     multiclass: bool = False,
     per_slice: bool = False,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
 ) -> list[dict]:
-    """One row per image (and class) with keys ``image, class, dice, iou, precision, recall``.
+    """One row per image (and class) with the keys of ``COLUMNS``: pixel and object scores.
 
-    By default masks are compared as foreground (> 0) vs background, so instance labels work as they are.
-    With ``multiclass`` every class id present in either image gets a row. With ``per_slice`` a stack gets
-    a row per 2D plane, named ``name[z]``.
+    Pixel scores compare foreground (> 0) vs background, so instance labels work as they are. Object
+    scores match objects one to one at IoU >= ``iou_threshold``; a binary image counts its connected
+    components as objects (see the module docstring). With ``multiclass`` every class id present in either
+    image gets a row, its objects being the connected components of that class. With ``per_slice`` a stack
+    gets a row per 2D plane, named ``name[z]``.
     """
+    iou_threshold = check_iou_threshold(iou_threshold)
     if isinstance(pred, np.ndarray) or not isinstance(pred, Sequence):
         pred, truth = [pred], [truth]
     if len(pred) != len(truth):
@@ -70,58 +97,197 @@ def evaluate(
             if multiclass:
                 classes = sorted((set(np.unique(pp).tolist()) | set(np.unique(tt).tolist())) - {0})
                 for c in classes or [1]:
-                    rows.append({"image": plane_name, "class": int(c), **binary_scores(pp == c, tt == c)})
+                    pc, tc = pp == c, tt == c
+                    rows.append(
+                        {
+                            "image": plane_name,
+                            "class": int(c),
+                            **binary_scores(pc, tc),
+                            **object_scores(pc, tc, iou_threshold),
+                            "iou_threshold": iou_threshold,
+                        }
+                    )
             else:
-                rows.append({"image": plane_name, "class": 1, **binary_scores(pp > 0, tt > 0)})
+                rows.append(
+                    {
+                        "image": plane_name,
+                        "class": 1,
+                        **binary_scores(pp > 0, tt > 0),
+                        **object_scores(pp, tt, iou_threshold),
+                        "iou_threshold": iou_threshold,
+                    }
+                )
     return rows
 
 
 def mean_row(rows: Sequence[dict], name: str = "mean") -> dict:
-    """The mean of each score over rows (for the table's last line)."""
-    if not rows:
-        return {"image": name, "class": "", **{k: float("nan") for k in COLUMNS[2:]}}
-    return {"image": name, "class": "", **{k: float(np.mean([r[k] for r in rows])) for k in COLUMNS[2:]}}
+    """The mean of each score over rows (for the table's last line); counts are averaged too."""
+    keys = [k for k in SCORES if all(k in r for r in rows)] if rows else list(SCORES)
+    out = {"image": name, "class": ""}
+    out.update({k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in keys})
+    thresholds = {r.get("iou_threshold") for r in rows}
+    if len(thresholds) == 1 and None not in thresholds:
+        out["iou_threshold"] = thresholds.pop()
+    return out
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """A plain-text table for the terminal, with a mean row when there is more than one row."""
+    """A plain-text table for the terminal, with a mean row when there is more than one row.
+
+    Pixel scores, then objects predicted / true, object F1 and panoptic quality at the IoU threshold.
+    """
     shown = list(rows) + ([mean_row(rows)] if len(rows) > 1 else [])
     width = max([len("image")] + [len(str(r["image"])) for r in shown])
-    lines = [f"{'image':<{width}}  class    dice     iou  precision  recall"]
+    objects = all("object_f1" in r for r in shown)
+    thr = next((r["iou_threshold"] for r in shown if "iou_threshold" in r), DEFAULT_IOU_THRESHOLD)
+    head = f"{'image':<{width}}  class    dice     iou  precision  recall"
+    if objects:
+        head += f"  objects pred/true  F1@{thr:g}  PQ@{thr:g}"
+    lines = [head]
     for r in shown:
-        lines.append(
+        line = (
             f"{r['image']!s:<{width}}  {r['class']!s:>5}  {r['dice']:6.3f}  {r['iou']:6.3f}"
             f"  {r['precision']:9.3f}  {r['recall']:6.3f}"
         )
+        if objects:
+            counts = f"{r['objects_pred']:g}/{r['objects_true']:g}"
+            line += f"  {counts:>17}  {r['object_f1']:{len(f'F1@{thr:g}')}.3f}  {r['pq']:{len(f'PQ@{thr:g}')}.3f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
-def instance_scores(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> dict[str, float]:
-    """Object-level matching of two instance label images: counts, matches at IoU >= threshold, mean IoU.
+# ---------------------------------------------------------------------------------------------- objects
 
-    With a threshold >= 0.5 a true object can overlap at most one predicted object that well, so the
-    greedy match is exact.
+
+def check_iou_threshold(iou_threshold: float) -> float:
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float, np.number)):
+        raise InputError(f"iou_threshold must be a number in (0, 1], got {iou_threshold!r}.")
+    if not 0 < iou_threshold <= 1:
+        raise InputError(f"iou_threshold must be in (0, 1], got {iou_threshold}.")
+    return float(iou_threshold)
+
+
+def as_objects(labels: np.ndarray) -> np.ndarray:
+    """Object ids of a label image: instance ids as they are, a binary mask split into connected components."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool or labels.size == 0 or labels.max() <= 1:
+        from scipy import ndimage as ndi
+
+        structure = ndi.generate_binary_structure(labels.ndim, 1)
+        return ndi.label(labels > 0, structure)[0]
+    return labels
+
+
+def iou_matrix(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of every (true object, predicted object) pair, shape (n_true, n_pred), object ids in sorted order.
+
+    Computed from the contingency table of paired ids (no loop over objects); id 0 is background.
     """
     pred = np.asarray(pred).astype(np.int64, copy=False).ravel()
     truth = np.asarray(truth).astype(np.int64, copy=False).ravel()
-    _, p_idx = np.unique(pred, return_inverse=True)
-    _, t_idx = np.unique(truth, return_inverse=True)
-    n_p, n_t = p_idx.max() + 1, t_idx.max() + 1
-    inter = np.bincount(t_idx * n_p + p_idx, minlength=n_t * n_p).reshape(n_t, n_p)
-    area_t, area_p = inter.sum(1), inter.sum(0)
+    p_ids, p_idx = np.unique(pred, return_inverse=True)
+    t_ids, t_idx = np.unique(truth, return_inverse=True)
+    n_p, n_t = len(p_ids), len(t_ids)
+    pairs, counts = np.unique(t_idx.ravel() * n_p + p_idx.ravel(), return_counts=True)
+    area_t = np.bincount(t_idx.ravel(), minlength=n_t)
+    area_p = np.bincount(p_idx.ravel(), minlength=n_p)
+    ti, pi = pairs // n_p, pairs % n_p
+    inter = np.zeros((n_t, n_p), np.float64)
+    inter[ti, pi] = counts
     union = area_t[:, None] + area_p[None, :] - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-    has_bg_p, has_bg_t = 0 in pred, 0 in truth
-    iou = iou[int(has_bg_t) :, int(has_bg_p) :]
-    n_true, n_pred = iou.shape
-    matched = iou >= iou_threshold
-    tp = int(matched.any(axis=1).sum())
-    matched_iou = iou.max(axis=1)[matched.any(axis=1)] if n_pred else np.array([])
+    iou = inter / np.maximum(union, 1)
+    return iou[int(t_ids[0] == 0) if n_t else 0 :, int(p_ids[0] == 0) if n_p else 0 :]
+
+
+def match_objects(iou: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matches (true index, predicted index) with IoU >= threshold: as many as possible, then
+    the highest total IoU (Hungarian assignment, ``scipy.optimize.linear_sum_assignment``)."""
+    cand = iou >= iou_threshold
+    rows, cols = np.nonzero(cand)
+    if len(rows) == 0:
+        return rows, cols
+    # above 0.5 an object overlaps at most one other that well: the candidates are the matching already
+    if len(np.unique(rows)) == len(rows) and len(np.unique(cols)) == len(cols):
+        return rows, cols
+    from scipy.optimize import linear_sum_assignment
+
+    r_ids, c_ids = np.unique(rows), np.unique(cols)
+    sub = iou[np.ix_(r_ids, c_ids)]
+    big = min(len(r_ids), len(c_ids)) + 1  # one more match always outweighs any gain in IoU
+    weight = np.where(sub >= iou_threshold, big + sub, 0.0)
+    r, c = linear_sum_assignment(weight, maximize=True)
+    keep = sub[r, c] >= iou_threshold
+    return r_ids[r[keep]], c_ids[c[keep]]
+
+
+def _object_counts(pred: np.ndarray, truth: np.ndarray, iou_threshold: float) -> tuple[int, int, int, float]:
+    iou = iou_matrix(as_objects(pred), as_objects(truth))
+    r, c = match_objects(iou, iou_threshold)
+    return iou.shape[1], iou.shape[0], len(r), float(iou[r, c].sum())
+
+
+def _object_row(n_pred: int, n_true: int, tp: int, iou_sum: float) -> dict:
+    fp, fn = n_pred - tp, n_true - tp
+    empty = n_pred + n_true == 0
     return {
-        "n_true": int(n_true),
-        "n_pred": int(n_pred),
-        "matched": tp,
-        "precision": tp / n_pred if n_pred else float(n_true == 0),
-        "recall": tp / n_true if n_true else float(n_pred == 0),
-        "mean_matched_iou": float(matched_iou.mean()) if tp else 0.0,
+        "objects_pred": int(n_pred),
+        "objects_true": int(n_true),
+        "matched": int(tp),
+        "false_pos": int(fp),
+        "false_neg": int(fn),
+        "object_precision": _ratio(tp, n_pred, empty),
+        "object_recall": _ratio(tp, n_true, empty),
+        "object_f1": _ratio(2 * tp, n_pred + n_true, empty),
+        "matched_iou": iou_sum / tp if tp else (1.0 if empty else 0.0),
+        "pq": _ratio(iou_sum, tp + fp / 2 + fn / 2, empty) if not empty else 1.0,
     }
+
+
+def object_scores(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = DEFAULT_IOU_THRESHOLD) -> dict:
+    """Object counts and scores of a prediction against the truth (see the module docstring).
+
+    Keys: ``objects_pred, objects_true, matched, false_pos, false_neg, object_precision, object_recall,
+    object_f1, matched_iou, pq``. Stacks are matched plane by plane and the counts pooled.
+    """
+    iou_threshold = check_iou_threshold(iou_threshold)
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.shape != truth.shape:
+        raise InputError(f"prediction shape {pred.shape} differs from ground truth {truth.shape}.")
+    if pred.ndim < 2:
+        raise InputError(f"object scores need 2D label images (or stacks of them), got shape {pred.shape}.")
+    totals = np.zeros(4)
+    for idx in np.ndindex(*pred.shape[:-2]):
+        totals += _object_counts(pred[idx], truth[idx], iou_threshold)
+    n_pred, n_true, tp, iou_sum = totals
+    return _object_row(int(n_pred), int(n_true), int(tp), float(iou_sum))
+
+
+def instance_scores(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = DEFAULT_IOU_THRESHOLD) -> dict:
+    """``object_scores`` under short names: ``n_pred, n_true, matched, fp, fn, precision, recall, f1,
+    mean_matched_iou, pq`` (for scripts and benchmarks)."""
+    s = object_scores(pred, truth, iou_threshold)
+    return {
+        "n_true": s["objects_true"],
+        "n_pred": s["objects_pred"],
+        "matched": s["matched"],
+        "fp": s["false_pos"],
+        "fn": s["false_neg"],
+        "precision": s["object_precision"],
+        "recall": s["object_recall"],
+        "f1": s["object_f1"],
+        "mean_matched_iou": s["matched_iou"] if s["matched"] else 0.0,
+        "pq": s["pq"],
+    }
+
+
+def count_objects(labels: np.ndarray) -> int:
+    """Objects in a label image as the object scores count them: instance ids, or the connected pieces of a
+    binary mask; plane by plane for a stack."""
+    labels = np.asarray(labels)
+    if labels.ndim < 2:
+        raise InputError(f"count_objects needs a 2D label image (or a stack of them), got shape {labels.shape}.")
+    total = 0
+    for idx in np.ndindex(*labels.shape[:-2]):
+        ids = np.unique(as_objects(labels[idx]))
+        total += int(np.count_nonzero(ids))
+    return total

@@ -137,8 +137,16 @@ def _proba(
     return out.numpy()
 
 
-def probabilities_to_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """uint8 labels: foreground where p > threshold (one channel), otherwise the argmax class."""
+def probabilities_to_labels(probs: np.ndarray, threshold: float = 0.5, boundary: bool = False) -> np.ndarray:
+    """uint8 labels: foreground where p > threshold (one channel), otherwise the argmax class.
+
+    ``boundary``: the probabilities of a model trained on instance masks (background, interior, boundary,
+    see instances.py), whose semantic labels are its foreground (1 - p(background) > threshold).
+    """
+    if boundary:
+        from .instances import foreground
+
+        return foreground(probs, threshold)
     if probs.shape[0] == 1:
         return (probs[0] > threshold).astype(np.uint8)
     return probs.argmax(axis=0).astype(np.uint8)
@@ -171,11 +179,34 @@ def split_instances(mask: np.ndarray, min_distance: int = 4, min_size: int = 8) 
     return labels.astype(np.int32)
 
 
-def _labels_from_probs(probs: np.ndarray, threshold: float, instances: bool) -> np.ndarray:
+def predicts_boundaries(model) -> bool:
+    """Whether the model was trained on instance masks (background / interior / boundary classes)."""
+    meta = getattr(model, "meta", None) or {}
+    return meta.get("instances") == "boundary" and getattr(model, "out_channels", 0) == 3
+
+
+def _labels_from_probs(
+    probs: np.ndarray, threshold: float, instances: bool, boundary: bool = False, object_size: float | None = None
+) -> np.ndarray:
+    """Labels of one plane. ``boundary``: a model trained on instance masks (seeded watershed of its classes);
+    ``object_size``: the typical object diameter (from scribbles, see instances.py), for cleaning specks and
+    holes and spacing the watershed's seeds."""
+    if boundary:
+        from .instances import decode_instances, foreground
+
+        return decode_instances(probs, threshold, object_size) if instances else foreground(probs, threshold)
     labels = probabilities_to_labels(probs, threshold)
+    if object_size:
+        from .instances import clean_mask
+
+        labels = clean_mask(labels, object_size)
     if not instances:
         return labels
     if labels.max() <= 1:
+        if object_size:
+            from .instances import speck_size, watershed_spacing
+
+            return split_instances(labels > 0, watershed_spacing(object_size), max(8, speck_size(object_size)))
         return split_instances(labels > 0)
     # multi-class: instances per class, with ids that do not collide
     out = np.zeros(labels.shape, np.int32)
@@ -264,7 +295,9 @@ def iter_predict(
         if net is None:
             net = inference_network(model, dev, prec)
         probs = _proba(net, model, normalize(plane, rule), tile_size, overlap, batch_size, dev, prec)
-        labels = _labels_from_probs(probs, threshold, instances)
+        labels = _labels_from_probs(
+            probs, threshold, instances, predicts_boundaries(model), model.meta.get("object_size")
+        )
         if check_finite:
             labels[~np.isfinite(plane).all(axis=0)] = 0
         if stack_ids is not None:

@@ -87,6 +87,9 @@ class TrainConfig:
     dice_weight: float = 1.0
     mode: str = "auto"  # 'sparse', 'dense' or 'auto'
     multiclass: bool = False  # dense labels are class ids rather than foreground/instances
+    # learn object boundaries (background / interior / boundary, see instances.py) so prediction separates
+    # touching objects; None: when dense labels are instance masks (ids > 1) and multiclass is off
+    instances: bool | None = None
     # 'auto': detect RGB-like trailing axes (or the model's channel count); None: no channel axis; else the axis
     # (the same sentinel as predict's channel_axis)
     channel_axis: int | None | str = "auto"
@@ -282,6 +285,8 @@ class Trainer:
         for k, lab in enumerate(label_arrays):
             _integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
         self.mode = resolve_label_mode(label_arrays, cfg.mode, cfg.multiclass)
+        self.instances = _learn_instances(cfg, self.mode, label_arrays, model)
+        self.object_size = _object_size(self.mode, self.instances, label_arrays, model)
         self.normalization = dict((model.meta.get("normalization") if model else None) or DEFAULT_NORMALIZATION)
 
         samples: list[Sample] = []
@@ -306,6 +311,10 @@ class Trainer:
                     "the labels must cover the image pixel for pixel."
                 )
             target = labels_to_target(lab, self.mode, cfg.multiclass)
+            if self.instances:
+                from .instances import boundary_target
+
+                target = boundary_target(lab)
             check_finite = np.dtype(img.dtype).kind == "f"
             any_finite = not check_finite
             for idx, plane in iter_slices(img, axis):
@@ -652,12 +661,15 @@ class Trainer:
         where a prediction is missing (-1: e.g. a tile the forest did not reach)."""
         if not self.val_blocks:
             return None
-        inter = np.zeros(self.n_classes)
-        denom = np.zeros(self.n_classes)
+        n_scored = 1 if self.instances else self.n_classes  # a boundary model is scored on its foreground
+        inter = np.zeros(n_scored)
+        denom = np.zeros(n_scored)
         for b, sub in zip(self.val_blocks, predictions, strict=True):
             valid = (b.target >= 0) & (sub >= 0)
-            for c in range(1, self.n_classes + 1):
-                pc, tc = (sub == c) & valid, (b.target == c) & valid
+            tgt = np.minimum(b.target, 1) if self.instances else b.target
+            sub = np.minimum(sub, 1) if self.instances else sub
+            for c in range(1, n_scored + 1):
+                pc, tc = (sub == c) & valid, (tgt == c) & valid
                 inter[c - 1] += np.count_nonzero(pc & tc)
                 denom[c - 1] += np.count_nonzero(pc) + np.count_nonzero(tc)
         present = denom > 0
@@ -700,6 +712,8 @@ class Trainer:
                 "normalization": self.normalization,
                 "label_mode": self.mode,
                 "multiclass": self.config.multiclass,
+                "instances": "boundary" if self.instances else None,
+                "object_size": self.object_size,
                 "napari_unet_version": __version__,
                 "training": {
                     "config": dataclasses.asdict(self.config),
@@ -716,7 +730,43 @@ class Trainer:
         model.meta = copy.deepcopy(self.model.meta)
         model.meta.setdefault("normalization", self.normalization)
         model.meta.setdefault("label_mode", self.mode)
+        if self.instances:  # previews show the foreground, not the boundary class
+            model.meta["instances"] = "boundary"
         return model
+
+
+def _learn_instances(cfg: TrainConfig, mode: str, labels: list[np.ndarray], model: UNet | None) -> bool:
+    """Whether to train the boundary target (see ``TrainConfig.instances``)."""
+    from .instances import is_instance_labels
+
+    possible = mode == "dense" and not cfg.multiclass
+    if cfg.instances:
+        if not possible:
+            raise InputError(
+                "instances=True learns object boundaries from complete instance masks: use dense labels "
+                "(one id per object) with multiclass off."
+            )
+        return True
+    if cfg.instances is False or not possible:
+        return False
+    if model is not None:  # fine-tuning keeps what the model predicts
+        return model.meta.get("instances") == "boundary"
+    return any(is_instance_labels(lab) for lab in labels)
+
+
+def _object_size(mode: str, instances: bool, labels: list[np.ndarray], model: UNet | None) -> float | None:
+    """Typical object diameter from scribbles or instance masks (see instances.py); a fine-tuned model keeps
+    its own otherwise."""
+    from .instances import object_size_from_masks, object_size_from_strokes
+
+    size = None
+    if mode == "sparse" or instances:
+        measure = object_size_from_strokes if mode == "sparse" else object_size_from_masks
+        found = [s for s in (measure(lab) for lab in labels) if s]
+        size = float(np.median(found)) if found else None
+    if size is None and model is not None:
+        size = model.meta.get("object_size")
+    return size
 
 
 @dataclass

@@ -88,6 +88,24 @@ def test_export_csv_is_atomic(viewer, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
 
 
+def test_object_columns_threshold_and_csv(viewer, tmp_path):
+    widget = MetricsWidget(viewer)
+    rows = widget.update_table()
+    # 'cells': one square per plane, the second plane's prediction is half the square (IoU 0.5)
+    assert (rows[0]["objects_pred"], rows[0]["objects_true"], rows[0]["matched"]) == (2, 2, 2)
+    headers = [widget._table.horizontalHeaderItem(j).text() for j in range(widget._table.columnCount())]
+    assert headers[-3:] == ["objects", "F1", "PQ"]
+    assert widget._table.item(0, headers.index("objects")).text() == "2 / 2"
+    assert widget._table.item(0, headers.index("F1")).text() == "1.000"
+    widget._iou_threshold.value = 0.6
+    rows = widget.update_table()
+    assert rows[0]["matched"] == 1 and rows[0]["object_f1"] == 0.5
+    with open(widget.export_csv(tmp_path / "objects.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert {"objects_pred", "objects_true", "matched", "false_pos", "false_neg", "object_f1", "pq"} <= set(table[0])
+    assert float(table[0]["iou_threshold"]) == 0.6 and int(table[0]["false_neg"]) == 1
+
+
 def test_recomputes_when_a_layer_changes(qtbot, viewer):
     widget = MetricsWidget(viewer)
     widget.update_table()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_unet._widgets._predict import PredictWidget
-from napari_unet._widgets._state import get_store
+from napari_unet._widgets._state import describe_model, get_store
 
 from .conftest import assert_close_ends_cleanly, assert_unchanged, snapshot, wait_until
 
@@ -43,6 +43,30 @@ def test_predicts_every_opened_image_into_new_layers(qtbot, predict_widget, samp
     assert not set(np.unique(first[first > 0])) & set(np.unique(last[last > 0]))  # ids unique across the stack
     assert_unchanged(sample_viewer, before, before)  # the user's layers are never modified
     assert "done" in predict_widget._progress.native.format()
+
+
+def test_object_count_and_instances_default_for_a_boundary_model(qtbot, predict_widget, sample_viewer, tiny_model):
+    import copy
+
+    from napari_unet import UNet
+
+    predict_widget._instances.value = False
+    predict_widget._all.value = False
+    predict_widget._images.value = [sample_viewer.layers["nuclei"]]
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.running, timeout=60)
+    (layer,) = predict_widget.outputs
+    n = layer.metadata["napari_unet_objects"]
+    assert n > 0 and f"({n} object" in predict_widget._status.value
+    # a model trained on instance masks: instances are ticked when it becomes the model in memory
+    boundary = UNet(tiny_model.in_channels, 2, 4, 2)
+    boundary.meta = {**copy.deepcopy(tiny_model.meta), "instances": "boundary"}
+    get_store(sample_viewer).set(boundary, describe_model(boundary, "trained"))
+    assert predict_widget._instances.value
+    assert "objects" in predict_widget._model_info.value
+    predict_widget._instances.value = False  # the user's choice then stands
+    predict_widget._update_model_info()
+    assert not predict_widget._instances.value
 
 
 def test_polygons_layer(qtbot, predict_widget, sample_viewer, messages, monkeypatch):

@@ -1,4 +1,5 @@
-"""Metrics dock widget: Dice / IoU / precision / recall of prediction layers against ground-truth layers."""
+"""Metrics dock widget: pixel Dice / IoU / precision / recall and object counts / F1 / PQ of prediction layers
+against ground-truth layers."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Select
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, Select
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QFont
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QSizePolicy, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ..metrics import evaluate, mean_row
+from ..metrics import DEFAULT_IOU_THRESHOLD, OBJECT_COLUMNS, PIXEL_SCORES, evaluate, mean_row
 from . import _common as c
 from ._label_images import convert_to_labels, label_images
 from ._state import get_store
@@ -25,8 +26,14 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 _PREDICTION_NAME = re.compile(r"prediction(\s*\[\d+\])?\s*$", re.IGNORECASE)
-SCORES = ("dice", "iou", "precision", "recall")
-HEADERS = ("image", "class", "Dice", "IoU", "precision", "recall")
+SCORES = PIXEL_SCORES + OBJECT_COLUMNS  # every score, in the CSV
+SHOWN = (*PIXEL_SCORES, "objects", "object_f1", "pq")  # the table's score columns
+HEADERS = ("image", "class", "Dice", "IoU", "precision", "recall", "objects", "F1", "PQ")
+HEADER_TIPS = {
+    "objects": "Objects predicted / true. A binary (0/1) layer counts its connected pieces as objects.",
+    "F1": "Object F1: objects matched one to one at IoU >= the threshold; 2 TP / (predicted + true).",
+    "PQ": "Panoptic quality: sum of the matched objects' IoU / (TP + FP/2 + FN/2).",
+}
 MAX_TABLE_HEIGHT = 600  # beyond this many pixels of rows, the table scrolls inside
 
 
@@ -53,9 +60,20 @@ class MetricsWidget(Container):
         self._truth.tooltip = "'paired by name' matches 'cells prediction' with 'cells ground truth' and the like"
         self._per_slice = CheckBox(value=False, text="One row per slice (stacks)")
         self._multiclass = CheckBox(value=False, text="Per class (multi-class labels)")
+        self._iou_threshold = FloatSpinBox(
+            value=DEFAULT_IOU_THRESHOLD, min=0.05, max=1.0, step=0.05, label="Object IoU ≥"
+        )
+        self._iou_threshold.tooltip = (
+            "A predicted and a true object match (one to one) when their IoU is at least this; object F1 and PQ "
+            "count the matches. All object columns (matched, false positives and negatives, precision, recall, "
+            "mean matched IoU) are in the exported CSV."
+        )
         self._hint = c.wrapping_label()
         self._table = QTableWidget(0, len(HEADERS))
         self._table.setHorizontalHeaderLabels(HEADERS)
+        for j, name in enumerate(HEADERS):
+            if name in HEADER_TIPS:
+                self._table.horizontalHeaderItem(j).setToolTip(HEADER_TIPS[name])
         self._table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self._table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self._table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -80,7 +98,7 @@ class MetricsWidget(Container):
         self._body = c.scrolling_body(self)  # fits a small screen: scrolls instead of growing the window
         self._body.extend(
             [
-                c.form(self._predictions, self._truth),
+                c.form(self._predictions, self._truth, self._iou_threshold),
                 self._per_slice,
                 self._multiclass,
                 c.wrap_qt(self._table),
@@ -98,7 +116,7 @@ class MetricsWidget(Container):
         self._timer.setInterval(300)
         self._timer.timeout.connect(c.guarded(self.update_table))
         self._predictions.changed.connect(self._on_predictions_changed)
-        for w in (self._truth, self._per_slice, self._multiclass):
+        for w in (self._truth, self._per_slice, self._multiclass, self._iou_threshold):
             w.changed.connect(self.schedule)
         self._recompute.changed.connect(c.guarded(self.update_table))
         self._export.changed.connect(c.guarded(lambda: self.export_csv()))
@@ -200,7 +218,14 @@ class MetricsWidget(Container):
             if multiclass and (_is_instances(pred, p) or _is_instances(truth, t)):
                 multiclass = False
                 as_foreground.append(pred)
-            for row in evaluate(p, t, names=[pred.name], multiclass=multiclass, per_slice=self._per_slice.value):
+            for row in evaluate(
+                p,
+                t,
+                names=[pred.name],
+                multiclass=multiclass,
+                per_slice=self._per_slice.value,
+                iou_threshold=float(self._iou_threshold.value),
+            ):
                 rows.append({**row, "ground truth": truth.name, "layer": pred})
         if len(rows) > 1:
             classes = sorted({r["class"] for r in rows})
@@ -259,7 +284,7 @@ class MetricsWidget(Container):
         bold.setBold(True)
         for i, row in enumerate(rows):
             values = [row["image"], str(row["class"])]
-            values += [f"{row[k]:.3f}" if np.isfinite(row[k]) else "" for k in SCORES]
+            values += [_cell(row, k) for k in SHOWN]
             for j, text in enumerate(values):
                 item = QTableWidgetItem(str(text))
                 if j == 0 and row.get("ground truth"):
@@ -327,10 +352,12 @@ class MetricsWidget(Container):
         # the save dialog has asked about replacing; written beside it and renamed, so a crash leaves no half file
         with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["image", "ground_truth", "class", *SCORES])
+            writer.writerow(["image", "ground_truth", "class", *SCORES, "iou_threshold"])
             for row in self.rows:
                 writer.writerow(
-                    [row["image"], row.get("ground truth", ""), row["class"]] + [f"{row[k]:.6f}" for k in SCORES]
+                    [row["image"], row.get("ground truth", ""), row["class"]]
+                    + [_csv_value(row[k]) for k in SCORES]
+                    + [row.get("iou_threshold", "")]
                 )
         c.report_info(f"Wrote {len(self.rows)} rows to {html.escape(str(path))}.")
         return path
@@ -349,3 +376,13 @@ def _is_instances(layer, data: np.ndarray) -> bool:
     from ..labels import looks_like_instances
 
     return bool(layer.metadata.get("napari_unet_instances")) or looks_like_instances(data)
+
+
+def _cell(row: dict, key: str) -> str:
+    if key == "objects":
+        return f"{row['objects_pred']:g} / {row['objects_true']:g}"
+    return f"{row[key]:.3f}" if np.isfinite(row[key]) else ""
+
+
+def _csv_value(value) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)

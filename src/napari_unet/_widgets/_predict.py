@@ -70,6 +70,18 @@ class PlaneDone:
 class ImageDone:
     index: int
     polygons: list = field(default_factory=list)  # simplified (plane index + vertices) arrays, for display
+    n_objects: int | None = None  # objects in the labels (ids, or connected pieces of a semantic mask)
+
+
+INSTANCES_TIP = (
+    "One label id per object: a model trained on instance masks separates objects along the boundaries it "
+    "learnt (seeded watershed); other models split touching objects with a distance-transform watershed."
+)
+
+
+def _objects_text(layer) -> str:
+    n = layer.metadata.get("napari_unet_objects")
+    return "" if n is None else f" ({n} object{'s' if n != 1 else ''})"
 
 
 def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool, stitch_threshold: float = 0.0) -> Iterator:
@@ -81,6 +93,7 @@ def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool, sti
     from skimage.measure import approximate_polygon
 
     from ..contours import Contour, label_contours
+    from ..metrics import count_objects
     from ..prediction import iter_predict
 
     for k, job in enumerate(jobs):
@@ -105,7 +118,7 @@ def predict_job(model, jobs: Sequence[Job], instances: bool, polygons: bool, sti
                     shapes.append(Contour(ct.label, ct.index, approximate_polygon(ct.coords, 0.7)).napari_coords())
             else:
                 shapes = [None] * len(contours)  # too many to show: the GUI says so
-        yield ImageDone(k, shapes)
+        yield ImageDone(k, shapes, count_objects(job.out))
 
 
 # ---------------------------------------------------------------------------------------------- the widget
@@ -139,9 +152,7 @@ class PredictWidget(Container):
         self._images = Select(choices=self._image_choices, label="Images", allow_multiple=True)
         self._images.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self._images.native.setMaximumHeight(90)
-        self._instances = CheckBox(
-            value=True, text="Split touching objects (instances)", tooltip="One label id per object (watershed)"
-        )
+        self._instances = CheckBox(value=True, text="Split touching objects (instances)", tooltip=INSTANCES_TIP)
         self._stitch = FloatSpinBox(
             value=0.0,
             min=0.0,
@@ -244,16 +255,36 @@ class PredictWidget(Container):
         if not c.is_alive(self.native):
             return
         self._file.enabled = self._source.value == "file"
+        model = None
         if self._source.value == "memory":
             text = self._store.description
+            model = self._store.model
         else:
             path = str(self._file.value) if self._file.value else ""
-            text = (
-                Path(path).name
-                if path and Path(path).is_file()
-                else "choose a model file (.pt, or a .zip exported for bioimage.io)"
-            )
+            found = path and Path(path).is_file()
+            text = Path(path).name if found else "choose a model file (.pt, or a .zip exported for bioimage.io)"
+            if found:
+                try:
+                    model = self.model()
+                    text = describe_model(model, Path(path).name)
+                except Exception:  # an unreadable file says so when Predict is clicked
+                    model = None
         self._model_info.value = f"<small>{html.escape(text)}</small>"
+        self._default_instances(model)
+
+    def _default_instances(self, model) -> None:
+        """A model trained on instance masks predicts objects: splitting them is its default."""
+        from ..prediction import predicts_boundaries
+
+        key = id(model) if model is not None else None
+        if key == getattr(self, "_defaults_for", None):
+            return  # the same model: keep the user's choice
+        self._defaults_for = key
+        if model is not None and predicts_boundaries(model):
+            self._instances.value = True
+            self._instances.tooltip = INSTANCES_TIP + " This model learnt object boundaries from instance masks."
+        else:
+            self._instances.tooltip = INSTANCES_TIP
 
     # ------------------------------------------------------------------------------------------ predict
 
@@ -396,6 +427,8 @@ class PredictWidget(Container):
             layer = self._layers[event.index]
             if layer is not None:
                 layer.metadata["napari_unet_complete"] = True
+                if event.n_objects is not None:
+                    layer.metadata["napari_unet_objects"] = event.n_objects
                 layer.editable = True
                 layer.refresh()  # the thumbnail too, once
                 self._store.predicted.emit()
@@ -534,7 +567,7 @@ class PredictWidget(Container):
         if complete and len(complete) == len(self._jobs):
             self._progress.value = 1000
             self._progress.native.setFormat("done")
-            names = ", ".join(f"'{html.escape(lay.name)}'" for lay in complete)
+            names = ", ".join(f"'{html.escape(lay.name)}'{_objects_text(lay)}" for lay in complete)
             self._status.value = f"Done: {names}."
         self._reset_choices()
         if complete:

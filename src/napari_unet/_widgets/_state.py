@@ -51,7 +51,10 @@ def describe_model(model: UNet, origin: str) -> str:
     if seconds:
         parts.append(f"{seconds:.0f} s of training")
     n = model.n_classes
-    parts.append("1 class" if n == 1 else f"{n} classes")
+    if meta.get("instances") == "boundary":
+        parts.append("objects (learnt from instance masks)")
+    else:
+        parts.append("1 class" if n == 1 else f"{n} classes")
     parts.append(f"{model.in_channels} channel" + ("s" if model.in_channels > 1 else ""))
     dice = history[-1].get("val_dice") if history else None
     if dice is not None:

@@ -135,7 +135,7 @@ class _Previewer:
 
     def __call__(self, model, view: View) -> np.ndarray:
         from ..data import normalize
-        from ..prediction import predict_proba_plane, probabilities_to_labels
+        from ..prediction import predict_proba_plane, predicts_boundaries, probabilities_to_labels
 
         image = self.images[view.image]
         rule = model.meta.get("normalization")
@@ -156,7 +156,7 @@ class _Previewer:
                 self.cache[key] = full
                 crop = full[:, r0:r1, c0:c1]
         probs = predict_proba_plane(model, np.ascontiguousarray(crop), tile_size=max(crop.shape[1:]) + 16, overlap=0)
-        return probabilities_to_labels(probs)
+        return probabilities_to_labels(probs, boundary=predicts_boundaries(model))
 
 
 def clip_view(view: View, max_side: int = MAX_PREVIEW_SIDE) -> View:
