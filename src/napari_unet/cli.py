@@ -462,7 +462,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError("--stitch-threshold links object ids through Z: add --instances.")
     model = load_model(args.model)
     pick_precision(pick_device(args.device), args.precision)  # a CPU without bf16: one line, before any output
-    outdir = check_writable(args.output)
     options = dict(
         instances=args.instances,
         stitch_threshold=args.stitch_threshold,
