@@ -14,6 +14,7 @@ second for the trainer. Target: trainer >= 0.8x the bare step.
 
     python benchmarks/train_speed.py
     python benchmarks/train_speed.py --steps 5 --repeats 5 --set batch_size=16
+    python benchmarks/train_speed.py --sweep    # patch pixels/s of batch x patch shapes and memory formats
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=4, help="steps per timed block")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, e.g. batch_size=16")
+    ap.add_argument("--sweep", action="store_true", help="time bare steps over batch/patch shapes and memory formats")
     args = ap.parse_args(argv)
+    if args.sweep:
+        return sweep(args.repeats)
     from predict_speed import machine, parse_overrides
 
     overrides = parse_overrides(args.set)
@@ -95,6 +99,51 @@ def main(argv=None) -> None:
         f"annotated pixels: {frac:.1%} of patch pixels -> {frac * px / best['Trainer.train_step'] / 1e6:.3f} "
         "annotated Mpx/s"
     )
+
+
+def sweep(repeats: int) -> None:
+    """Bare forward + backward + Adam steps of the default U-Net (16 filters, depth 4) over batch x patch shapes
+    (about the same pixels per step) and memory formats, interleaved, best of ``repeats``: which shape and
+    format train fastest per pixel on this CPU, in its automatic precision."""
+    from predict_speed import machine
+
+    from napari_unet.losses import segmentation_loss
+    from napari_unet.model import UNet
+    from napari_unet.runtime import autocast, pick_device, pick_precision
+
+    dev = pick_device("auto")
+    prec = pick_precision(dev)
+    print(f"machine: {machine()}; {dev} {prec}")
+    shapes = [(8, 128), (4, 128), (16, 96), (4, 192), (2, 256), (16, 64), (32, 48)]
+    runs = {}
+    for (b, p), fmt in [(s, f) for s in shapes for f in ("channels_last", "NCHW")]:
+        torch.manual_seed(0)
+        memory = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+        model = UNet(1, 1, 16, 4).to(dev, memory_format=memory)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x = torch.randn(b, 1, p, p, device=dev).contiguous(memory_format=memory)
+        y = (torch.rand(b, p, p, device=dev) > 0.5).long()
+
+        def step(model=model, opt=opt, x=x, y=y):
+            opt.zero_grad(set_to_none=True)
+            with autocast(dev, prec):
+                logits = model(x)
+            segmentation_loss(logits, y, False, 1.0).backward()
+            opt.step()
+
+        runs[(b, p, fmt)] = step
+    for fn in runs.values():
+        fn()
+    best = {k: float("inf") for k in runs}
+    for _ in range(repeats):
+        for k, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            fn()
+            best[k] = min(best[k], (time.perf_counter() - t) / 2)
+    print(f"\n{'batch x patch':>14s} {'format':>14s} {'ms/step':>8s} {'Mpx/s':>7s}")
+    for (b, p, fmt), s in sorted(best.items(), key=lambda kv: -kv[0][0] * kv[0][1] ** 2 / kv[1]):
+        print(f"{f'{b} x {p}^2':>14s} {fmt:>14s} {1000 * s:8.0f} {b * p * p / s / 1e6:7.3f}")
 
 
 if __name__ == "__main__":
