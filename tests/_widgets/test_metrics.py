@@ -147,3 +147,29 @@ def test_explicit_truth_skips_predictions_of_another_shape(viewer):
     assert widget._table.rowCount() == 1
     assert "cells prediction" in widget._hint.value
     assert [p.name for p, _ in widget.pairs()] == ["tissue prediction"]
+
+
+def test_painting_rescores_in_a_worker_not_on_the_gui_thread(viewer, qtbot, monkeypatch):
+    import threading
+
+    from napari_unet._widgets import _metrics
+
+    widget = MetricsWidget(viewer)
+    widget.update_table()
+    release, threads = threading.Event(), []
+    real = _metrics._score
+
+    def slow_score(*args):
+        threads.append(threading.current_thread())
+        assert release.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(_metrics, "_score", slow_score)
+    tissue = viewer.layers["tissue prediction"]
+    tissue.data = np.zeros_like(tissue.data)  # the user clears the prediction: its Dice drops to 0
+    widget.update_in_background()  # what the debounce timer calls: returns at once, the table is not stale-filled
+    assert widget.rows[1]["dice"] == 1.0
+    qtbot.waitUntil(lambda: bool(threads), timeout=10_000)
+    assert threads[0] is not threading.main_thread()
+    release.set()
+    qtbot.waitUntil(lambda: widget.rows[1]["dice"] == 0.0, timeout=30_000)

@@ -20,6 +20,7 @@ from ..metrics import DEFAULT_IOU_THRESHOLD, OBJECT_COLUMNS, PIXEL_SCORES, evalu
 from . import _common as c
 from ._label_images import convert_to_labels, label_images
 from ._state import get_store
+from ._worker import WorkerRunner
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -114,7 +115,9 @@ class MetricsWidget(Container):
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(300)
-        self._timer.timeout.connect(c.guarded(self.update_table))
+        self._timer.timeout.connect(c.guarded(self.update_in_background))
+        self._runner = WorkerRunner()
+        self._stale = False
         self._predictions.changed.connect(self._on_predictions_changed)
         for w in (self._truth, self._per_slice, self._multiclass, self._iou_threshold):
             w.changed.connect(self.schedule)
@@ -203,30 +206,53 @@ class MetricsWidget(Container):
         if self._alive():
             self._timer.start()
 
-    def update_table(self) -> list[dict]:
-        """Score every pair and fill the table; returns the rows (per image, then mean rows)."""
-        if not self._alive():
-            return []
+    def _snapshot(self):
+        """What scoring needs, taken on the GUI thread: the pairs, copies of their data and the options."""
         self._apply_default_selection()  # a prediction may have completed since the layers last changed
         pairs, skipped = self._pairs_and_skipped()
         self._watch([x for pair in pairs for x in pair])
-        rows: list[dict] = []
-        as_foreground = []  # instance layers: per-class scoring applies to class labels only
-        for pred, truth in pairs:
-            p, t = np.asarray(pred.data), np.asarray(truth.data)
-            multiclass = self._multiclass.value
-            if multiclass and (_is_instances(pred, p) or _is_instances(truth, t)):
-                multiclass = False
-                as_foreground.append(pred)
-            for row in evaluate(
-                p,
-                t,
-                names=[pred.name],
-                multiclass=multiclass,
-                per_slice=self._per_slice.value,
-                iou_threshold=float(self._iou_threshold.value),
-            ):
-                rows.append({**row, "ground truth": truth.name, "layer": pred})
+        data = [(np.array(pred.data), np.array(truth.data)) for pred, truth in pairs]
+        options = dict(
+            multiclass=bool(self._multiclass.value),
+            per_slice=bool(self._per_slice.value),
+            iou_threshold=float(self._iou_threshold.value),
+            instances=[_is_instances(pred, p) or _is_instances(truth, t) for (pred, truth), (p, t) in zip(pairs, data)],
+            names=[(pred.name, truth.name) for pred, truth in pairs],
+        )
+        return pairs, skipped, data, options
+
+    def update_in_background(self) -> None:
+        """Score in a worker thread and fill the table when done: object matching on large layers takes
+        longer than a GUI frame, and painting must stay smooth. A change during scoring scores again."""
+        if not self._alive():
+            return
+        if self._runner.running:
+            self._stale = True
+            return
+        self._stale = False
+        pairs, skipped, data, options = self._snapshot()
+
+        def job():
+            yield _score(pairs, data, options)
+
+        def show(result) -> None:
+            if self._alive() and not self._stale:
+                self._show(pairs, skipped, *result)
+
+        def finished() -> None:
+            if self._alive() and self._stale:
+                self._timer.start()
+
+        self._runner.start(job, on_yield=show, on_error=lambda e: c.report_error(c.describe(e)), on_finish=finished)
+
+    def update_table(self) -> list[dict]:
+        """Score every pair now and fill the table; returns the rows (per image, then mean rows)."""
+        if not self._alive():
+            return []
+        pairs, skipped, data, options = self._snapshot()
+        return self._show(pairs, skipped, *_score(pairs, data, options))
+
+    def _show(self, pairs, skipped, rows: list[dict], as_foreground: list) -> list[dict]:
         if len(rows) > 1:
             classes = sorted({r["class"] for r in rows})
             if len(classes) > 1:
@@ -369,6 +395,31 @@ class MetricsWidget(Container):
 
     def _on_destroyed(self, *_) -> None:
         self._closing = True
+        self._runner.abandon()
+
+
+def _score(pairs, data, options) -> tuple[list[dict], list]:
+    """Rows for every (prediction, truth) pair, and the predictions scored as foreground (instance labels):
+    pure computation on copies, safe in a worker thread."""
+    rows: list[dict] = []
+    as_foreground = []  # instance layers: per-class scoring applies to class labels only
+    for (pred, _), (p, t), instances, (name, truth_name) in zip(
+        pairs, data, options["instances"], options["names"], strict=True
+    ):
+        multiclass = options["multiclass"]
+        if multiclass and instances:
+            multiclass = False
+            as_foreground.append(pred)
+        for row in evaluate(
+            p,
+            t,
+            names=[name],
+            multiclass=multiclass,
+            per_slice=options["per_slice"],
+            iou_threshold=options["iou_threshold"],
+        ):
+            rows.append({**row, "ground truth": truth_name, "layer": pred})
+    return rows, as_foreground
 
 
 def _is_instances(layer, data: np.ndarray) -> bool:
