@@ -32,7 +32,7 @@ def test_npe2_validate_with_imports():
 
 def test_core_never_imports_qt_or_napari():
     code = (
-        "import sys, napari_unet, napari_unet.cli, napari_unet.sample_data, napari_unet.strokes;"
+        "import sys, napari_unet, napari_unet.cli, napari_unet.sample_data, napari_unet.strokes, napari_unet.export;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -312,7 +312,16 @@ def export_model(
                 },
             },
             "config": {
-                "bioimageio": {"reproducibility_tolerance": [{"absolute_tolerance": 1e-4, "relative_tolerance": 1e-3}]},
+                # thresholded outputs: a pixel at p = 0.5 may flip on other hardware; allow 0.1% of them
+                "bioimageio": {
+                    "reproducibility_tolerance": [
+                        {
+                            "absolute_tolerance": 1e-4,
+                            "relative_tolerance": 1e-3,
+                            "mismatched_elements_per_million": 1000,
+                        }
+                    ]
+                },
                 "napari_unet": {
                     "format": PACKAGE_FORMAT,
                     "format_version": PACKAGE_FORMAT_VERSION,
