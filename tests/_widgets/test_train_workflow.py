@@ -66,7 +66,7 @@ def test_truth_is_never_taken_for_training_by_itself(sample_viewer, messages):
     assert "Complete masks" in widget._mode_hint.value
 
 
-def test_hints_agree_with_the_mode_and_say_what_to_do(sample_viewer, messages):
+def test_hints_agree_with_the_mode_and_say_what_to_do(qtbot, sample_viewer, messages):
     widget = TrainWidget(sample_viewer)
     layer = widget.new_scribble_layer()
     hint = widget._mode_hint.value
@@ -75,10 +75,11 @@ def test_hints_agree_with_the_mode_and_say_what_to_do(sample_viewer, messages):
     assert "complete masks" not in hint.lower() and "0.0%" not in hint  # was: "Looks like complete masks: 0.0%"
     layer.data[100, 100:200] = 2
     layer.events.paint(value=[])
-    assert "label 1 on background" in widget._mode_hint.value
+    qtbot.waitUntil(lambda: "label 1 on background" in widget._mode_hint.value, timeout=3000)
     layer.data[300, 100:200] = 1
     layer.events.paint(value=[])
-    assert "Train" in widget._mode_hint.value and "now paint" not in widget._mode_hint.value
+    qtbot.waitUntil(lambda: "now paint" not in widget._mode_hint.value, timeout=3000)
+    assert "Train" in widget._mode_hint.value
 
 
 def test_ambiguous_labels_leave_the_mode_unset(make_napari_viewer, messages):

@@ -280,6 +280,11 @@ class TrainWidget(Container):
         self.native.destroyed.connect(self._on_destroyed)
         c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
 
+        self._hint_timer = QTimer()
+        self._hint_timer.setSingleShot(True)
+        self._hint_timer.setInterval(300)
+        self._hint_timer.timeout.connect(self._update_hint)
+
         self._timer = QTimer()
         self._timer.setInterval(500)
         self._timer.timeout.connect(self._on_timer)
@@ -358,11 +363,15 @@ class TrainWidget(Container):
         self._guessed_for = guessed_for
         for lab in self._hint_layers:
             with contextlib.suppress(Exception):
-                lab.events.paint.disconnect(self._update_hint)
+                lab.events.paint.disconnect(self._hint_soon)
         self._hint_layers = chosen
         for lab in chosen:
-            lab.events.paint.connect(self._update_hint)
+            lab.events.paint.connect(self._hint_soon)
         self._update_legend()
+
+    def _hint_soon(self, *_) -> None:
+        """After painting: the hint counts the painted pixels once the strokes pause (not per stroke)."""
+        self._hint_timer.start()
 
     def _update_hint(self, *_) -> None:
         """What the chosen mode means for the chosen layers, and what to do next; agrees with 'Labels are'."""
