@@ -62,9 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="mode",
         action="store_const",
         const="dense",
-        help="complete masks: 0 = background, > 0 = foreground (instances count as one class)",
+        help="complete masks: 0 = background, > 0 = foreground; one id per object: instances (boundaries learnt)",
     )
     t.add_argument("--multiclass", action="store_true", help="dense labels are class ids, not instances")
+    t.add_argument(
+        "--no-instances",
+        dest="instances",
+        action="store_const",
+        const=False,
+        default=None,
+        help="train a binary model on instance masks (no boundary class; instances then by distance watershed)",
+    )
     t.add_argument("--time-limit", type=float, default=None, help="seconds of training (default 60)")
     t.add_argument("--epochs", type=int, default=None, help="number of epochs (instead of or with a time limit)")
     t.add_argument("--from", dest="from_model", default=None, help="fine-tune this model file")
@@ -242,6 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         mode=args.mode or "auto",
         multiclass=args.multiclass,
+        instances=args.instances,
         seed=args.seed,
         filters=args.filters,
         depth=args.depth,
@@ -254,8 +263,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
     )
+    what = "instance masks: background, interior, boundary" if trainer.instances else f"{trainer.n_classes} class(es)"
     print(
-        f"{trainer.mode} labels, {trainer.n_classes} class(es), {trainer.n_annotated} annotated pixels, "
+        f"{trainer.mode} labels, {what}, {trainer.n_annotated} annotated pixels, "
         f"{trainer.device.type} {trainer.precision}",
         file=sys.stderr,
     )
