@@ -41,12 +41,16 @@ def tiny() -> dict:
 
 @pytest.fixture(scope="session")
 def _trained_blobs_model():
-    """Trained once per session until it segments the blobs (Dice > 0.9), so agreement tests mean something."""
+    """Trained once per session until it segments the blobs (Dice > 0.9), so agreement tests mean something.
+
+    A binary model (instances=False: the blobs' instance ids would otherwise train the boundary classes), as
+    the tiling and fast-path tests expect one probability channel; boundary models have tests of their own.
+    """
     from napari_unet import train
 
     image, labels = make_blobs()
     return train(image, labels, mode="dense", filters=8, depth=2, patch_size=32, epochs=4, steps_per_epoch=20,
-                 time_limit=None, learning_rate=5e-3)  # fmt: skip
+                 time_limit=None, learning_rate=5e-3, instances=False)  # fmt: skip
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ _EXPORTS = {
     "evaluate": "metrics",
     "format_table": "metrics",
     "instance_scores": "metrics",
+    "object_scores": "metrics",
     "UNet": "model",
     "predict_dask": "distributed",
     "count_parameters": "model",
@@ -54,6 +55,7 @@ __all__ = [
     "iter_predict",
     "label_contours",
     "load_model",
+    "object_scores",
     "predict",
     "predict_dask",
     "predict_proba",
@@ -85,7 +87,7 @@ if TYPE_CHECKING:
     from .errors import InputError
     from .export import export_model
     from .io import read_image, write_labels
-    from .metrics import evaluate, format_table, instance_scores
+    from .metrics import evaluate, format_table, instance_scores, object_scores
     from .model import UNet, count_parameters
     from .prediction import iter_predict, predict, predict_proba
     from .training import Done, Epoch, Step, TrainConfig, Trainer, train

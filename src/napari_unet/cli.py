@@ -62,10 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
         dest="mode",
         action="store_const",
         const="dense",
-        help="complete masks: 0 = background, > 0 = foreground (instances count as one class)",
+        help="complete masks: 0 = background, > 0 = foreground; one id per object: instances (boundaries learnt)",
     )
     t.add_argument(
         "--multiclass", action="store_true", help="the labels are class ids, not instances (implies --dense)"
+    )
+    t.add_argument(
+        "--no-instances",
+        dest="instances",
+        action="store_const",
+        const=False,
+        default=None,
+        help="train a binary model on instance masks (no boundary class; instances then by distance watershed)",
     )
     t.add_argument(
         "--time-limit",
@@ -323,6 +331,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         mode=args.mode or "auto",
         multiclass=args.multiclass,
+        instances=args.instances,
         seed=args.seed,
         filters=args.filters,
         depth=args.depth,
@@ -337,8 +346,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         until_plateau=not args.no_plateau,
     )
     planes = f" on {trainer.planes_used} of {trainer.planes_total} planes" if trainer.planes_total > len(images) else ""
+    what = "instance masks: background, interior, boundary" if trainer.instances else f"{trainer.n_classes} class(es)"
     print(
-        f"{trainer.mode} labels, {trainer.n_classes} class(es), {trainer.n_annotated} annotated pixels{planes}, "
+        f"{trainer.mode} labels, {what}, {trainer.n_annotated} annotated pixels{planes}, "
         f"{trainer.device.type} {trainer.precision}",
         file=sys.stderr,
     )
