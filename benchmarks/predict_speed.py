@@ -77,7 +77,8 @@ def get_model(path: str | None, seconds: float):
     if path:
         return load_model(path)
     print(f"training a model for {seconds:.0f} s on the DSB2018 masks ...", flush=True)
-    return train(nuclei(), nuclei_labels(), time_limit=seconds, mode="dense", seed=0)
+    # a binary model (instances=False), so its labels compare with MONAI's thresholded output
+    return train(nuclei(), nuclei_labels(), time_limit=seconds, mode="dense", seed=0, instances=False)
 
 
 def best(fn, repeats: int) -> float:

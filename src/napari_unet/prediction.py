@@ -109,6 +109,7 @@ def _proba(
     multiple = 2 ** getattr(model, "depth", 4)
     if tile_size is None:
         tile_size = auto_tile(model, net, h, w, overlap, dev, precision)
+        batch_size = 1  # tiles were timed one per forward: a batch of them no longer fits the caches they fit
     th, ys = _tiles(h, tile_size, overlap, multiple)
     tw, xs = _tiles(w, tile_size, overlap, multiple)
     origins = [(y, x) for y in ys for x in xs]

@@ -386,7 +386,7 @@ def tile_rates(model: nn.Module, net: nn.Module, device: torch.device, precision
     """Pixels per second of ``net`` (from ``inference_network``) on square tiles of each candidate size.
 
     Measured once per machine, precision and network shape (1-5 s: each size runs once to build its kernels,
-    then twice, interleaved, timed), and cached in ``cache_dir()/tiles.json``, because the best tile depends on the
+    then three times, interleaved, timed), and cached in ``cache_dir()/tiles.json``, because the best tile depends on the
     CPU's caches: 1024 px tiles are fastest per pixel with AMX bf16, 256-512 px on AVX2-only CPUs in fp32.
     """
     import json
@@ -411,7 +411,7 @@ def tile_rates(model: nn.Module, net: nn.Module, device: torch.device, precision
         for x in inputs.values():
             net(x)  # oneDNN builds its kernels for each new shape on first use: not timed
         # interleaved rounds, best of each: a load that comes and goes slows every size alike
-        for _ in range(2):
+        for _ in range(3):
             for size, x in inputs.items():
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
