@@ -58,7 +58,9 @@ def main() -> None:
     viewer.layers.selection.active = strokes
     wait(0.5)
     train.start_training()
-    wait(args.seconds * 0.6)
+    wait(3.0)  # the forest's pseudo-labels: the first preview, seconds after Train
+    shoot(viewer, args.out / "first_preview.png")
+    wait(args.seconds * 0.6 - 3.0)
     shoot(viewer, args.out / "train.png")
     wait(args.seconds * 2 + 30, until=lambda: not train.running)
     train._collapsible.collapse(animate=False)

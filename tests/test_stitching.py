@@ -44,7 +44,7 @@ def test_stitching_links_overlapping_objects_through_z_only():
 
 
 def test_predict_numbers_instances_across_the_stack(monkeypatch):
-    monkeypatch.setattr(prediction, "_labels_from_probs", lambda probs, threshold, instances: PLANE.copy())
+    monkeypatch.setattr(prediction, "_labels_from_probs", lambda probs, threshold, instances, *rest: PLANE.copy())
     model = UNet(in_channels=1, filters=4, depth=2)
     stack = np.random.default_rng(0).random((3, *PLANE.shape)).astype(np.float32)
     labels = prediction.predict(model, stack, instances=True, device="cpu")
