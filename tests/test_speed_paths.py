@@ -151,7 +151,11 @@ def test_device_and_precision_choice(monkeypatch):
     monkeypatch.setenv("NAPARI_UNET_PRECISION", "fp32")
     monkeypatch.setenv("NAPARI_UNET_DEVICE", "cpu")
     assert pick_precision(cpu, "auto") == "fp32"
-    assert pick_precision(cpu, "bf16") == "bf16"  # an explicit choice wins over the environment
+    if cpu_can_bf16():
+        assert pick_precision(cpu, "bf16") == "bf16"  # an explicit choice wins over the environment
+    else:
+        with pytest.raises(InputError, match="no bf16 support"):
+            pick_precision(cpu, "bf16")
     assert pick_device("auto") == cpu
 
 
