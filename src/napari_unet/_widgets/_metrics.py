@@ -35,6 +35,7 @@ HEADER_TIPS = {
     "F1": "Object F1: objects matched one to one at IoU >= the threshold; 2 TP / (predicted + true).",
     "PQ": "Panoptic quality: sum of the matched objects' IoU / (TP + FP/2 + FN/2).",
 }
+MAX_NAME_WIDTH = 200  # pixels for the image name column; longer names are elided in the middle (tooltip: whole)
 MAX_TABLE_HEIGHT = 600  # beyond this many pixels of rows, the table scrolls inside
 
 
@@ -81,7 +82,10 @@ class MetricsWidget(Container):
         self._table.verticalHeader().setVisible(False)
         header = self._table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        # the image name: as wide as it needs up to a cap (set in _fill), the scores beside it, a scroll bar beyond
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        self._table.setWordWrap(False)
+        self._table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header.setMinimumSectionSize(40)
         self._table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self._table.setColumnHidden(1, True)  # the class column shows with 'Per class' only
@@ -321,6 +325,8 @@ class MetricsWidget(Container):
                     item.setFont(bold)
                 table.setItem(i, j, item)
         table.blockSignals(False)
+        table.resizeColumnToContents(0)
+        table.setColumnWidth(0, min(table.columnWidth(0), MAX_NAME_WIDTH))
         self._fit_table_height()
 
     def _fit_table_height(self) -> None:
