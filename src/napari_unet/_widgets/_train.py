@@ -682,19 +682,11 @@ class TrainWidget(Container):
     def _set_running(self, running: bool) -> None:
         self._train.enabled = not running
         self._stop.enabled = running
-        for w in (self._load, self._new_layer, self._pairs, self._mode, self._finetune, self._multiclass):
+        for w in (self._load, self._new_layer, self._pairs, self._mode, self._finetune):
             w.enabled = not running
-        for w in (
-            self._time_limit,
-            self._until_plateau,
-            self._epochs,
-            self._steps_per_epoch,
-            self._filters,
-            self._depth,
-        ):
-            w.enabled = not running
-        for w in (self._patch, self._batch, self._lr, self._augment):
-            w.enabled = not running
+        for w in self._advanced:  # every training setting; the preview settings apply while it runs
+            if w not in (self._preview, self._preview_every):
+                w.enabled = not running
 
     def _on_paint(self, *_) -> None:
         self._strokes_dirty = True
