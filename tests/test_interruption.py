@@ -171,10 +171,12 @@ def _start_training(folder, *extra):
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    deadline = time.monotonic() + 90
+    hang_guard = time.monotonic() + 600  # not a speed check: only keeps a hung child from hanging the suite
     while b"step=" not in err:  # the first progress output: training is under way
         assert proc.poll() is None, err.decode(errors="replace")
-        assert time.monotonic() < deadline, "no progress output"
+        if time.monotonic() > hang_guard:
+            proc.kill()
+            pytest.fail("the training process printed no progress in 10 minutes: it hangs")
         time.sleep(0.05)
     return proc, err, reader
 
