@@ -135,7 +135,7 @@ class PseudoCache:
     fingerprint of the plane and its strokes, so an unchanged plane costs nothing the next round.
     """
 
-    def __init__(self, max_bytes: int = 768 << 20) -> None:
+    def __init__(self, max_bytes: int = 512 << 20) -> None:
         import threading
         from collections import OrderedDict
 
