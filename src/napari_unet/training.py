@@ -53,7 +53,8 @@ class TrainConfig:
     # None: stop after `epochs`
     time_limit: float | None = 120.0
     epochs: int | None = None  # None: stop at the time limit (or the plateau)
-    until_plateau: bool = True  # end when no epoch improved for `patience` epochs, after a short annealing
+    # end when no epoch improved for `patience` epochs, after a short annealing (not when `epochs` is given)
+    until_plateau: bool = True
     patience: int = 5  # epochs (of steps_per_epoch steps) without improvement that make a plateau
     min_steps: int = 150  # no plateau is declared before this many steps
     steps_per_epoch: int = 20
@@ -561,8 +562,8 @@ class Trainer:
     def _check_plateau(self, epoch_loss: float) -> None:
         """Track the best held-out Dice (or, without validation, the epoch loss); a plateau starts the annealing."""
         cfg = self.config
-        if not cfg.until_plateau or self._anneal is not None:
-            return
+        if not cfg.until_plateau or cfg.epochs is not None or self._anneal is not None:
+            return  # a number of epochs asked for is trained in full
         score = self.val_dice if self.val_dice is not None else -epoch_loss
         margin = 0.005 if self.val_dice is not None else 0.02 * abs(epoch_loss)
         if self._best is None or score > self._best + margin:
