@@ -170,7 +170,8 @@ class PseudoCache:
         return feats
 
 
-def _outer(box: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int, int, int]:
+def outer_box(box: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int, int, int]:
+    """A tile's window with ``MARGIN`` pixels of context on each side, within the plane."""
     y0, y1, x0, x1 = box
     return max(0, y0 - MARGIN), min(height, y1 + MARGIN), max(0, x0 - MARGIN), min(width, x1 + MARGIN)
 
@@ -226,7 +227,7 @@ class PseudoLabeler:
     def _features(self, i: int, box) -> tuple[np.ndarray, tuple[slice, slice]]:
         """Features of the tile's window (tile plus margin) and where the tile lies inside it."""
         h, w = self.targets[i].shape
-        outer = _outer(box, h, w)
+        outer = outer_box(box, h, w)
         feats = self.cache.features(self.planes[i], self.plane_keys[i], outer)
         inner = (slice(box[0] - outer[0], box[1] - outer[0]), slice(box[2] - outer[2], box[3] - outer[2]))
         return feats, inner

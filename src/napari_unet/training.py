@@ -512,7 +512,7 @@ class Trainer:
         """Self-training: new pseudo-labels from the U-Net's own confident pixels, snapped to edges, on the tiles
         that have pseudo-labels, until the deadline or ``stop()``."""
         from .prediction import predict_proba_plane
-        from .pseudo import MARGIN, merge, snap_to_edges, tile_boxes
+        from .pseudo import merge, outer_box, snap_to_edges, tile_boxes
 
         if self.labeler is None:
             return
@@ -524,7 +524,7 @@ class Trainer:
             for y0, y1, x0, x1 in tile_boxes(h, w):
                 if self._stop or time.perf_counter() > deadline or not np.any(dense[y0:y1, x0:x1] >= 0):
                     continue
-                oy0, oy1, ox0, ox1 = max(0, y0 - MARGIN), min(h, y1 + MARGIN), max(0, x0 - MARGIN), min(w, x1 + MARGIN)
+                oy0, oy1, ox0, ox1 = outer_box((y0, y1, x0, x1), h, w)
                 crop = np.ascontiguousarray(image[:, oy0:oy1, ox0:ox1])
                 probs = predict_proba_plane(
                     self.model, crop, tile_size=max(crop.shape[1:]) + 16, overlap=0, device=self.device,
