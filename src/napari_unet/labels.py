@@ -82,7 +82,9 @@ def _shape_fractions(plane: np.ndarray) -> np.ndarray:
     """Painted pixels of one 2D plane in stroke-like, compact and unclear regions: (3,) int counts.
 
     A region is a connected set of pixels of one value; its thickness is the diameter of the largest disk
-    inside it (from a distance transform), and area / thickness**2 says how elongated it is.
+    inside it (from a distance transform), and area / thickness**2 says how elongated it is. The distance
+    transform runs on each region's bounding box, not the plane: a few strokes on a 2048 x 2048 plane cost
+    milliseconds, not the 0.6 s of a whole-plane transform (this runs on the GUI thread when layers change).
     """
     from scipy import ndimage as ndi
     from skimage.measure import label as connected
@@ -95,11 +97,20 @@ def _shape_fractions(plane: np.ndarray) -> np.ndarray:
     p = np.pad(lab, 1, mode="edge")  # the image border is no boundary: a region cut by it is not thinner
     c = p[1:-1, 1:-1]
     inner = (c != 0) & (p[:-2, 1:-1] == c) & (p[2:, 1:-1] == c) & (p[1:-1, :-2] == c) & (p[1:-1, 2:] == c)
-    dist = ndi.distance_transform_edt(inner)
     regions, n = connected(lab, background=0, return_num=True)
-    idx = np.arange(1, n + 1)
     area = np.bincount(regions.ravel(), minlength=n + 1)[1:].astype(float)
-    thickness = 2 * np.asarray(ndi.maximum(dist, regions, idx), float) + 1
+    boxes = ndi.find_objects(regions)
+    if sum((s[0].stop - s[0].start) * (s[1].stop - s[1].start) for s in boxes) >= lab.size:
+        dist = ndi.distance_transform_edt(inner)  # big regions: one transform of the plane is cheaper
+        thickness = 2 * np.asarray(ndi.maximum(dist, regions, np.arange(1, n + 1)), float) + 1
+    else:
+        # a region's inner pixels are ringed by its own edge pixels (or the image border), so the nearest
+        # non-inner pixel always lies within its box grown by one: each transform is exact on its box
+        thickness = np.empty(n)
+        for k, (ys, xs) in enumerate(boxes):
+            box = (slice(max(ys.start - 1, 0), ys.stop + 1), slice(max(xs.start - 1, 0), xs.stop + 1))
+            mine = inner[box] & (regions[box] == k + 1)
+            thickness[k] = 2 * (ndi.distance_transform_edt(mine).max() if mine.any() else 0.0) + 1
     elongation = area / thickness**2
     stroke = (thickness <= _THIN) | ((elongation >= _ELONGATED) & (thickness < _REGION))
     compact = ~stroke & ((thickness >= _REGION) | (elongation <= _COMPACT))

@@ -55,6 +55,41 @@ def test_explicit_label_mode_survives_a_refresh(train_widget, sample_viewer):
     assert train_widget._mode.value == "dense"
 
 
+def _large_scribbles(viewer) -> tuple:
+    """A 1536 x 1536 image with the sample's strokes tiled 3 x 3: above SYNC_GUESS_PIXELS."""
+    image = viewer.add_image(np.tile(viewer.layers["nuclei"].data, (3, 3)), name="large")
+    strokes = viewer.add_labels(np.tile(viewer.layers["nuclei strokes"].data, (3, 3)), name="large strokes")
+    return image, strokes
+
+
+def test_the_mode_of_large_layers_is_guessed_off_the_gui_thread(train_widget, sample_viewer, qtbot):
+    from napari_unet._widgets import _train
+
+    image, strokes = _large_scribbles(sample_viewer)
+    assert strokes.data.size > _train.SYNC_GUESS_PIXELS
+    train_widget._mode.value = None
+    train_widget.set_pairs([(image, strokes)])
+    assert train_widget._mode.value is None  # not yet: the guess runs in a worker
+    wait_until(qtbot, lambda: train_widget._mode.value == "sparse", 30)
+    assert "Scribbles" in train_widget._mode_hint.value
+
+
+def test_a_mode_chosen_while_the_guess_runs_is_kept(train_widget, sample_viewer, qtbot):
+    image, strokes = _large_scribbles(sample_viewer)
+    train_widget.set_pairs([(image, strokes)])
+    train_widget._mode.value = "dense"  # the user's choice, before the guess (sparse) comes back
+    wait_until(qtbot, lambda: train_widget._guess_pending is None, 30)
+    assert train_widget._mode.value == "dense"
+
+
+def test_train_clicked_while_the_guess_runs_uses_the_guess(train_widget, sample_viewer):
+    image, strokes = _large_scribbles(sample_viewer)
+    train_widget._mode.value = None
+    train_widget.set_pairs([(image, strokes)])
+    train_widget._settle_guess()  # what start_training does first
+    assert train_widget._mode.value == "sparse" and train_widget._guess_pending is None
+
+
 def test_add_class_in_dense_mode_selects_a_new_class(train_widget, sample_viewer):
     truth = sample_viewer.layers["nuclei ground truth"]
     train_widget.set_pairs([(sample_viewer.layers["nuclei"], truth)])

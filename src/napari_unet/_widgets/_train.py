@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import napari.viewer
 
 NONE = "—"
+# up to this many annotation pixels 'Labels are' is guessed on the GUI thread (< 20 ms); larger, in a worker
+SYNC_GUESS_PIXELS = 1024 * 1024
 MAX_MIRRORED_PLANE = 4096 * 4096  # up to this plane size the preview layer holds a whole plane (written in place)
 MODES = [("choose…", None), ("scribbles (sparse)", "sparse"), ("complete masks (dense)", "dense")]
 
@@ -126,6 +128,8 @@ class TrainWidget(Container):
         # and plot change together, at most twice a second (and at each epoch end)
         self._ui_throttle = c.Throttle(0.5)
         self._guessed_for: tuple[int, ...] = ()
+        self._guess_runner = WorkerRunner()  # guesses 'Labels are' from large layers off the GUI thread
+        self._guess_pending: tuple | None = None
         self._guess_reason = ""  # why the mode was guessed (or why it could not be)
         self._memory = PairingMemory()  # the pairings the user chose, kept across rebuilds of the rows
         self._refreshing = False
@@ -349,17 +353,7 @@ class TrainWidget(Container):
         guessed_for = tuple(id(lab) for lab in chosen)
         if chosen and guessed_for != self._guessed_for:
             # guess only when the chosen annotation layers change, so a user's explicit choice sticks
-            from ..labels import label_guess
-
-            try:
-                guess = label_guess([np.asarray(lab.data) for lab in chosen])
-            except Exception:
-                guess = None
-            if guess is not None and guess.reason != "nothing is painted yet":
-                self._mode.value = None if guess.mode == "ask" else guess.mode  # ask: left unset, with a hint
-                self._guess_reason = guess.reason
-            elif guess is not None:
-                self._guess_reason = ""
+            self._guess_mode(chosen, guessed_for)
         self._guessed_for = guessed_for
         for lab in self._hint_layers:
             with contextlib.suppress(Exception):
@@ -368,6 +362,53 @@ class TrainWidget(Container):
         for lab in chosen:
             lab.events.paint.connect(self._hint_soon)
         self._update_legend()
+
+    def _guess_mode(self, chosen: list, key: tuple[int, ...]) -> None:
+        """Guess 'Labels are' from the chosen layers: at once on small ones, in a worker thread on large ones
+        (a 2048 x 2048 plane takes 0.1-0.3 s, more on a busy machine), so choosing a layer never stalls napari.
+        A late guess is dropped if the choice or the mode changed meanwhile (the user's choice sticks)."""
+        from ..labels import label_guess
+
+        arrays = [np.asarray(lab.data) for lab in chosen]
+        self._guess_runner.abandon()
+        self._guess_pending = None
+        if sum(a.size for a in arrays) <= SYNC_GUESS_PIXELS:
+            self._apply_guess(_guess_or_none(label_guess, arrays))
+            return
+        mode_before = self._mode.value
+
+        def job():
+            yield _guess_or_none(label_guess, arrays)
+
+        def done(guess) -> None:
+            if c.is_alive(self.native) and self._guessed_for == key and self._mode.value == mode_before:
+                self._apply_guess(guess)
+                self._update_hint()
+
+        def finished() -> None:
+            self._guess_pending = None
+
+        self._guess_pending = (arrays, key, mode_before)
+        self._guess_runner.start(job, on_yield=done, on_error=lambda e: None, on_finish=finished)
+
+    def _settle_guess(self) -> None:
+        """Train clicked while a guess still runs: finish it here (once), so training uses the guessed mode."""
+        if self._guess_pending is None:
+            return
+        from ..labels import label_guess
+
+        arrays, key, mode_before = self._guess_pending
+        self._guess_runner.abandon()
+        self._guess_pending = None
+        if self._guessed_for == key and self._mode.value == mode_before:
+            self._apply_guess(_guess_or_none(label_guess, arrays))
+
+    def _apply_guess(self, guess) -> None:
+        if guess is not None and guess.reason != "nothing is painted yet":
+            self._mode.value = None if guess.mode == "ask" else guess.mode  # ask: left unset, with a hint
+            self._guess_reason = guess.reason
+        elif guess is not None:
+            self._guess_reason = ""
 
     def _hint_soon(self, *_) -> None:
         """After painting: the hint counts the painted pixels once the strokes pause (not per stroke)."""
@@ -597,6 +638,7 @@ class TrainWidget(Container):
         """Check the inputs, then train in a background thread (continuing from the model in memory if asked)."""
         if self._runner.running:
             return
+        self._settle_guess()
         if not c.image_layers(self._viewer):
             raise InputError("There is no image layer: open an image first (File > Open Sample > U-Net).")
         pairs = self.pairs()
@@ -943,6 +985,7 @@ class TrainWidget(Container):
         if self._inbox is not None:
             self._inbox.stop()
         self._runner.abandon()
+        self._guess_runner.abandon()
 
     # ------------------------------------------------------------------------------------------ model files
 
@@ -1023,6 +1066,14 @@ class TrainWidget(Container):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _guess_or_none(label_guess, arrays):
+    """The guess, or None where it fails (an odd array): the mode is then left as it is."""
+    try:
+        return label_guess(arrays)
+    except Exception:
+        return None
 
 
 def _max_label(layer) -> int:
