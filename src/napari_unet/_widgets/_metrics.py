@@ -220,7 +220,8 @@ class MetricsWidget(Container):
             multiclass=bool(self._multiclass.value),
             per_slice=bool(self._per_slice.value),
             iou_threshold=float(self._iou_threshold.value),
-            instances=[_is_instances(pred, p) or _is_instances(truth, t) for (pred, truth), (p, t) in zip(pairs, data)],
+            # predicted with 'Split touching objects'; the ids are looked at in _score, off the GUI thread
+            instances=[_flagged_instances(pred) or _flagged_instances(truth) for pred, truth in pairs],
             names=[(pred.name, truth.name) for pred, truth in pairs],
         )
         return pairs, skipped, data, options
@@ -409,9 +410,12 @@ def _score(pairs, data, options) -> tuple[list[dict], list]:
     pure computation on copies, safe in a worker thread."""
     rows: list[dict] = []
     as_foreground = []  # instance layers: per-class scoring applies to class labels only
-    for (pred, _), (p, t), instances, (name, truth_name) in zip(
+    from ..labels import looks_like_instances
+
+    for (pred, _), (p, t), flagged, (name, truth_name) in zip(
         pairs, data, options["instances"], options["names"], strict=True
     ):
+        instances = flagged or looks_like_instances(p) or looks_like_instances(t)
         multiclass = options["multiclass"]
         if multiclass and instances:
             multiclass = False
@@ -428,11 +432,9 @@ def _score(pairs, data, options) -> tuple[list[dict], list]:
     return rows, as_foreground
 
 
-def _is_instances(layer, data: np.ndarray) -> bool:
-    """An instance layer: predicted with 'Split touching objects', or more ids than class labels use."""
-    from ..labels import looks_like_instances
-
-    return bool(layer.metadata.get("napari_unet_instances")) or looks_like_instances(data)
+def _flagged_instances(layer) -> bool:
+    """A layer predicted with 'Split touching objects' (instance ids by construction)."""
+    return bool(layer.metadata.get("napari_unet_instances"))
 
 
 def _cell(row: dict, key: str) -> str:
