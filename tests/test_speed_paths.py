@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import napari_unet.runtime as runtime
 from napari_unet import UNet, predict
 from napari_unet.errors import InputError
 from napari_unet.prediction import _tiles, predict_proba_plane
@@ -242,15 +243,37 @@ def test_tile_speeds_are_measured_once_and_cached(tmp_path, monkeypatch):
         return x
 
     rates = tile_rates(model, net, cpu, "fp32")
-    assert set(rates) == set(runtime.TILE_CANDIDATES) and all(r > 0 for r in rates.values())
+    squares = {(s, s) for s in runtime.TILE_CANDIDATES}
+    assert set(rates) == squares and all(r > 0 for r in rates.values())
     assert calls, "the speeds were measured"
     (entry,) = json.loads((tmp_path / "tiles.json").read_text()).values()
-    assert {int(k) for k in entry} == set(runtime.TILE_CANDIDATES)
+    assert set(entry) == {f"{s}x{s}" for s in runtime.TILE_CANDIDATES}
     # a new process (empty memory cache) reads the file instead of measuring again
     monkeypatch.setattr(runtime, "_TILE_RATES", {})
     calls.clear()
     assert tile_rates(model, net, cpu, "fp32") == pytest.approx(rates)
     assert not calls
+    # a plane's own tile shapes: only the new ones are measured, and added to the file
+    rates = tile_rates(model, net, cpu, "fp32", [(560, 560), (512, 512), (384, 416)])
+    assert set(rates) == {(560, 560), (512, 512), (384, 416)}
+    assert sorted(set(calls)) == [416, 560]
+    (entry,) = json.loads((tmp_path / "tiles.json").read_text()).values()
+    assert {"560x560", "384x416", "512x512"} <= set(entry)
     # another network shape is measured on its own
+    calls.clear()
     tile_rates(UNet(1, 3, filters=2, depth=2).eval(), net, cpu, "fp32")
     assert calls
+
+
+def test_the_tiling_is_chosen_by_the_speed_of_its_own_tile_shape():
+    # AMD EPYC fp32: fast up to ~700 px, then a cliff. Read between 640 and 768 the 736 px tiles of a
+    # 3 x 3 tiling look fast; measured, they are not, and the 4 x 4 tiling of 560 px tiles wins
+    squares = {384: 1.9e6, 512: 1.82e6, 640: 1.9e6, 768: 1.85e6, 1024: 1.51e6}
+    plans = runtime.tilings(2048, 2048, 64, 16)
+    assert {(th, n) for th, _, n in plans.values()} == {(400, 36), (560, 16), (736, 9), (1056, 4)}
+    assert choose_tile(squares, 2048, 2048, 64, 16) == 832  # interpolated: the cliff is missed
+    measured = {**squares, (736, 736): 1.5e6, (560, 560): 1.84e6, (400, 400): 1.9e6, (1056, 1056): 1.5e6}
+    assert choose_tile(measured, 2048, 2048, 64, 16) == 576
+    # near-ties go to fewer tiles
+    even = {(400, 400): 1.0e6, (560, 560): 1.0e6, (736, 736): 1.0e6 * 4.875 / 5.02, (1056, 1056): 0.5e6}
+    assert choose_tile(even, 2048, 2048, 64, 16) == 832

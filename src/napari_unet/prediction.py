@@ -15,7 +15,15 @@ from .data import check_fits, check_image, guess_channel_axis, iter_slices, norm
 from .errors import InputError
 from .io import release_pages
 from .model import UNet
-from .runtime import TILE_CANDIDATES, choose_tile, inference_network, pick_device, pick_precision, tile_rates
+from .runtime import (
+    TILE_CANDIDATES,
+    choose_tile,
+    inference_network,
+    pick_device,
+    pick_precision,
+    tile_rates,
+    tilings,
+)
 from .stitching import StackIds
 
 DEFAULT_OVERLAP = 64
@@ -82,11 +90,14 @@ def predict_proba_plane(
 
 
 def auto_tile(model: UNet, net: torch.nn.Module, height: int, width: int, overlap: int, dev, precision: str) -> int:
-    """The fastest tile for this plane on this machine (measured once per machine and model shape)."""
+    """The fastest tiling for this plane on this machine: its candidate tile shapes are timed once per
+    machine and model shape (``runtime.tile_rates``), then read from the cache."""
     multiple = 2 ** getattr(model, "depth", 4)
     if max(height, width) <= min(TILE_CANDIDATES) + overlap:
         return max(height, width) + multiple  # one tile whatever the speeds: nothing to measure
-    return choose_tile(tile_rates(model, net, dev, precision), height, width, overlap, multiple)
+    plans = tilings(height, width, overlap, multiple)
+    shapes = [(th, tw) for th, tw, _ in plans.values()]
+    return choose_tile(tile_rates(model, net, dev, precision, shapes), height, width, overlap, multiple)
 
 
 @torch.inference_mode()

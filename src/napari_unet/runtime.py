@@ -361,9 +361,11 @@ def warm_up(
 
 # ---------------------------------------------------------------------------------------------- tile choice
 
-TILE_CANDIDATES = (384, 512, 768, 1024)  # smaller tiles pay too much overlap to win
+# the tile sizes (core, without the overlap) a plane's tiling is chosen from; smaller ones pay too much
+# overlap to win
+TILE_CANDIDATES = (384, 512, 640, 768, 1024)
 CACHE_ENV = "NAPARI_UNET_CACHE_DIR"
-_TILE_RATES: dict[str, dict[int, float]] = {}
+_TILE_RATES: dict[str, dict[tuple[int, int], float]] = {}
 
 
 def cache_dir() -> Path:
@@ -382,74 +384,103 @@ def _tile_key(model: nn.Module, device: torch.device, precision: str) -> str:
     return f"{where}|torch {torch.__version__}|{precision}|{type(model).__name__}{shape}"
 
 
-def tile_rates(model: nn.Module, net: nn.Module, device: torch.device, precision: str) -> dict[int, float]:
-    """Pixels per second of ``net`` (from ``inference_network``) on square tiles of each candidate size.
+def _shape_key(shape) -> tuple[int, int]:
+    return (int(shape), int(shape)) if isinstance(shape, (int, np.integer)) else (int(shape[0]), int(shape[1]))
 
-    Measured once per machine, precision and network shape (1-5 s: each size runs once to build its kernels,
-    then three times, interleaved, timed), and cached in ``cache_dir()/tiles.json``, because the best tile depends on the
-    CPU's caches: 1024 px tiles are fastest per pixel with AMX bf16, 256-512 px on AVX2-only CPUs in fp32.
+
+def tile_rates(
+    model: nn.Module, net: nn.Module, device: torch.device, precision: str, shapes=TILE_CANDIDATES
+) -> dict[tuple[int, int], float]:
+    """Pixels per second of ``net`` (from ``inference_network``) on tiles of each of ``shapes`` ((h, w) or a
+    square's side), keyed by (h, w).
+
+    Each shape is measured once per machine, precision and network shape (it runs once to build its kernels,
+    then four times, interleaved with the other new shapes, best of four), and cached in
+    ``cache_dir()/tiles.json``, because the best tile depends on the CPU's caches and is not smooth in the
+    size: on a 2-core AMD EPYC in fp32, 560 px tiles ran at 1.9 Mpx/s and 736 px ones at 1.5.
     """
     import json
     import time
 
+    wanted = [_shape_key(shape) for shape in shapes]
     key = _tile_key(model, device, precision)
-    if key in _TILE_RATES:
-        return _TILE_RATES[key]
+    known = _TILE_RATES.setdefault(key, {})
     path = cache_dir() / "tiles.json"
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
-        stored = {}
-    rates = stored.get(key) if isinstance(stored, dict) else None
-    if isinstance(rates, dict) and rates:
-        _TILE_RATES[key] = {int(k): float(v) for k, v in rates.items()}
-        return _TILE_RATES[key]
-    c = getattr(model, "in_channels", 1)
-    inputs = {size: torch.zeros(1, c, size, size, device=device) for size in TILE_CANDIDATES}
-    seconds = {size: math.inf for size in TILE_CANDIDATES}
-    with torch.inference_mode():
-        for x in inputs.values():
-            net(x)  # oneDNN builds its kernels for each new shape on first use: not timed
-        # interleaved rounds, best of each: a load that comes and goes slows every size alike
-        for _ in range(3):
-            for size, x in inputs.items():
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t = time.perf_counter()
-                net(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds[size] = min(seconds[size], time.perf_counter() - t)
-    rates = {size: size * size / max(seconds[size], 1e-9) for size in TILE_CANDIDATES}
-    _TILE_RATES[key] = rates
-    try:  # a cache that cannot be written only costs the measurement next time
-        from .io import atomic_path
-
-        path.parent.mkdir(parents=True, exist_ok=True)
+    stored: dict = {}
+    if any(shape not in known for shape in wanted):
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            stored = {}
         stored = stored if isinstance(stored, dict) else {}
-        stored[key] = {str(k): v for k, v in rates.items()}
-        with atomic_path(path, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(stored, indent=1))
-    except Exception:
-        log.debug("napari-unet: could not cache tile timings in %s", path, exc_info=True)
-    return rates
+        entry = stored.get(key)
+        for name, rate in entry.items() if isinstance(entry, dict) else ():
+            try:
+                h, _, w = str(name).partition("x")
+                known.setdefault((int(h), int(w or h)), float(rate))
+            except ValueError:
+                continue
+    missing = list(dict.fromkeys(shape for shape in wanted if shape not in known))
+    if missing:
+        c = getattr(model, "in_channels", 1)
+        inputs = {shape: torch.zeros(1, c, *shape, device=device) for shape in missing}
+        seconds = dict.fromkeys(missing, math.inf)
+        with torch.inference_mode():
+            for x in inputs.values():
+                net(x)  # oneDNN builds its kernels for each new shape on first use: not timed
+            # interleaved rounds, best of each: a load that comes and goes slows every shape alike
+            for _ in range(4):
+                for shape, x in inputs.items():
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    t = time.perf_counter()
+                    net(x)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    seconds[shape] = min(seconds[shape], time.perf_counter() - t)
+        known.update({shape: shape[0] * shape[1] / max(seconds[shape], 1e-9) for shape in missing})
+        try:  # a cache that cannot be written only costs the measurement next time
+            from .io import atomic_path
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stored[key] = {f"{h}x{w}": rate for (h, w), rate in known.items()}
+            with atomic_path(path, overwrite=True) as tmp:
+                tmp.write_text(json.dumps(stored, indent=1))
+        except Exception:
+            log.debug("napari-unet: could not cache tile timings in %s", path, exc_info=True)
+    return {shape: known[shape] for shape in wanted}
 
 
-def choose_tile(rates: dict[int, float], height: int, width: int, overlap: int, multiple: int) -> int:
-    """The tile size that predicts a ``height`` x ``width`` plane soonest: measured speed per tile size, times
-    the pixels the tiling computes (overlaps included), for each candidate; ties go to the larger tile."""
+def tilings(height: int, width: int, overlap: int, multiple: int) -> dict[int, tuple[int, int, int]]:
+    """The candidate tilings of a plane: tile parameter (a candidate core plus the overlap) -> (tile height,
+    tile width, number of tiles), one per distinct tile shape (tiles shrink to spread evenly, so several
+    candidates can give the same tiling)."""
     from .prediction import _tiles
 
-    sizes = sorted(rates)
-    speeds = [rates[size] for size in sizes]
-    best, best_time = max(sizes) + overlap, math.inf
-    for size in sizes:
-        tile = size + overlap  # a candidate's core plus the overlap its neighbours share
+    plans: dict[int, tuple[int, int, int]] = {}
+    for size in sorted(TILE_CANDIDATES):
+        tile = size + overlap
         th, ys = _tiles(height, tile, overlap, multiple)
         tw, xs = _tiles(width, tile, overlap, multiple)
-        # tiles shrink to spread evenly: their speed is read between the measured sizes
-        speed = float(np.interp(max(th, tw), sizes, speeds))
-        seconds = len(ys) * len(xs) * th * tw / speed
-        if seconds <= best_time * 1.02:
-            best, best_time = tile, min(seconds, best_time)
+        if (th, tw, len(ys) * len(xs)) not in plans.values():
+            plans[tile] = (th, tw, len(ys) * len(xs))
+    return plans
+
+
+def choose_tile(rates: dict, height: int, width: int, overlap: int, multiple: int) -> int:
+    """The tile parameter that predicts a ``height`` x ``width`` plane soonest: each candidate tiling's pixels
+    (overlaps included) over the measured speed of its own tile shape; near-ties (1%) go to fewer tiles.
+
+    ``rates`` maps tile shapes ((h, w), or a square's side) to pixels per second; shapes not in it are read
+    between the measured sizes (by the larger side)."""
+    rates = {_shape_key(shape): rate for shape, rate in rates.items()}
+    squares = sorted((h, r) for (h, w), r in rates.items() if h == w)
+    best, best_time = None, math.inf
+    for tile, (th, tw, n) in sorted(tilings(height, width, overlap, multiple).items(), reverse=True):
+        speed = rates.get((th, tw))
+        if speed is None:
+            speed = float(np.interp(max(th, tw), [h for h, _ in squares], [r for _, r in squares]))
+        seconds = n * th * tw / speed
+        if seconds < best_time * 0.99:  # larger tiles come first: a smaller one must be clearly faster
+            best, best_time = tile, seconds
     return best
