@@ -3,7 +3,12 @@ Predict widget segments: a QTimer probe fires every 10 ms and records the larges
 
     xvfb-run -a python benchmarks/gui_stall.py [--seconds 20] [--defaults]
 
-Prints the max gap, 99th percentile and count of gaps over 100 ms, for training and for prediction, and the time
+Then predicts a 2048 x 2048 image with polygons (the Metrics widget scoring it), and paints 20 strokes into its
+ground truth after choosing 2048 x 2048 scribbles for training. Run it with a second busy process too:
+
+    python -c "while 1: pass" & xvfb-run -a python benchmarks/gui_stall.py; kill $!
+
+Prints the max gap, 99th percentile and count of gaps over 100 ms, for each phase, and the time
 spent in each of the widgets' GUI-thread handlers (max and total ms, per event type): the handler figures are
 robust when other processes load the machine, the wall-clock stall figures are not (the load average is printed).
 By default trains a small network (16 filters, depth 3) so the measurement is about the GUI, not the CPU;
@@ -88,9 +93,18 @@ class StallProbe:
 class HandlerTimes:
     """Wraps the widgets' GUI-thread handlers (class methods) and records how long each call takes."""
 
-    TRAIN = ("_on_event", "_on_timer", "_on_finish", "_on_layer_removed", "_on_layers_changed", "start_training")
+    TRAIN = (
+        "_on_event",
+        "_on_timer",
+        "_on_finish",
+        "_on_layer_removed",
+        "_on_layers_changed",
+        "start_training",
+        "_on_pairing_changed",
+        "_update_hint",
+    )
     PREDICT = ("_on_event", "_feed_polygons", "_on_finish", "_reset_choices", "start_prediction")
-    METRICS = ("update_table", "_on_layers_changed", "schedule")
+    METRICS = ("update_table", "_on_layers_changed", "schedule", "update_in_background", "_show")
 
     def __init__(self, profile: bool = False) -> None:
         self.times: dict[str, list[float]] = collections.defaultdict(list)
@@ -216,6 +230,43 @@ def main() -> None:
     run_until(lambda: not predict.busy, 120)
     predicting = probe.stop()
     predicting_handlers = handlers.take()
+
+    # a 2048 x 2048 image (the sample tiled 4 x 4, ~900 nuclei) with its ground truth, the Metrics widget open
+    from napari_unet.sample_data import nuclei, nuclei_labels, nuclei_strokes
+
+    _, metrics = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Metrics", tabify=True)
+    large = viewer.add_image(np.tile(nuclei(), (4, 4)), name="large")
+    truth = viewer.add_labels(np.tile(nuclei_labels(), (4, 4)).astype(np.int32), name="large ground truth")
+    strokes = viewer.add_labels(np.tile(nuclei_strokes(), (4, 4)).astype(np.int32), name="large strokes")
+    run_until(lambda: False, 1.0)
+    handlers.take()
+    probe.start()
+    predict._all.value = False
+    predict._images.value = [large]
+    predict.start_prediction()
+    run_until(lambda: not predict.busy, 300, interact)
+    run_until(lambda: not metrics._runner.running, 60, interact)
+    large_predicting = probe.stop()
+    large_handlers = handlers.take()
+    objects = sum(len(lay.data) for lay in viewer.layers if lay.name.startswith("large polygons"))
+
+    # painting: choose the large strokes for training ('Labels are' guessed), then 20 strokes of 40 dabs in
+    # the ground truth, 0.2 s apart, as a user fixing it (each stroke re-scores the Metrics table)
+    rng = np.random.default_rng(0)
+    probe.start()
+    train.set_pairs([(large, strokes)])
+    run_until(lambda: False, 0.5)
+    for _ in range(20):
+        y, x = rng.uniform(100, 1948, 2)
+        dy, dx = rng.normal(0, 4, 2)
+        with truth.block_history():
+            for k in range(40):
+                truth.paint((y + k * dy, x + k * dx), 1, refresh=True)
+                QApplication.instance().processEvents()
+        run_until(lambda: False, 0.2)
+    run_until(lambda: not metrics._runner.running, 60)
+    painting = probe.stop()
+    painting_handlers = handlers.take()
     viewer.close()
 
     from predict_speed import machine
@@ -243,6 +294,22 @@ def main() -> None:
     print("  GUI-thread handlers of the widgets:")
     print_handlers(predicting_handlers)
     print_stalls(predicting)
+    for title, result, times in (
+        (f"prediction of a 2048 x 2048 image ({objects} polygons), then its Metrics", large_predicting, large_handlers),
+        (
+            "painting: 'Labels are' guessed on 2048 x 2048 strokes, 20 strokes in the ground truth",
+            painting,
+            painting_handlers,
+        ),
+    ):
+        print(f"{title}:")
+        print(
+            f"  max event-loop stall {result['max_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, "
+            f"{result['over_100ms']} gaps > 100 ms out of {result['ticks']}"
+        )
+        print("  GUI-thread handlers of the widgets:")
+        print_handlers(times)
+        print_stalls(result)
     if args.profile:
         handlers.print_profiles()
 
