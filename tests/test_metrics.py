@@ -168,3 +168,20 @@ def test_stack_objects_pool_planes_and_per_slice_rows():
     rows = evaluate(pred, truth, per_slice=True)
     assert [r["object_f1"] for r in rows] == [1.0, 0.0]
     assert mean_row(rows)["object_f1"] == 0.5
+
+
+@pytest.mark.parametrize("scale", [1, 3, 1 << 40])  # small ids, sparse ids, ids too large for a lookup table
+def test_iou_matrix_agrees_with_a_loop_over_objects(scale):
+    from napari_unet.metrics import iou_matrix
+
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        truth = _random_instances(rng, n=int(rng.integers(0, 8))) * scale
+        pred = _random_instances(rng, n=int(rng.integers(0, 8))) * 7
+        t_ids, p_ids = np.unique(truth[truth > 0]), np.unique(pred[pred > 0])
+        expected = np.zeros((len(t_ids), len(p_ids)))
+        for i, t in enumerate(t_ids):
+            for j, p in enumerate(p_ids):
+                a, b = truth == t, pred == p
+                expected[i, j] = (a & b).sum() / (a | b).sum()
+        np.testing.assert_allclose(iou_matrix(pred, truth), expected)

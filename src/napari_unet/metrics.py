@@ -178,25 +178,49 @@ def as_objects(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _compact_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The object ids (> 0, sorted) of a flat label array and each pixel's index among them (-1: background).
+
+    A lookup table indexed by id instead of ``np.unique(return_inverse=True)``, whose argsort of every pixel
+    took 1.6 s of a 2048 x 2048 pair's 1.8 s (the Metrics widget rescores after each paint stroke)."""
+    top = int(labels.max(initial=0))
+    if labels.size and int(labels.min()) >= 0 and top <= max(1 << 24, labels.size):
+        present = np.bincount(labels, minlength=top + 1) > 0
+        present[0] = False
+        ids = np.flatnonzero(present)
+        lut = np.full(top + 1, -1, np.int64)
+        lut[ids] = np.arange(len(ids))
+        return ids, lut[labels]
+    ids, idx = np.unique(labels, return_inverse=True)  # huge or negative ids: sort instead
+    idx = idx.ravel()
+    if len(ids) and ids[0] == 0:
+        return ids[1:], idx - 1
+    return ids, idx
+
+
 def iou_matrix(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """IoU of every (true object, predicted object) pair, shape (n_true, n_pred), object ids in sorted order.
 
-    Computed from the contingency table of paired ids (no loop over objects); id 0 is background.
+    Computed from the contingency table of paired ids over the pixels where both are objects (no loop over
+    objects, no sort of all pixels); id 0 is background.
     """
     pred = np.asarray(pred).astype(np.int64, copy=False).ravel()
     truth = np.asarray(truth).astype(np.int64, copy=False).ravel()
-    p_ids, p_idx = np.unique(pred, return_inverse=True)
-    t_ids, t_idx = np.unique(truth, return_inverse=True)
+    p_ids, p_idx = _compact_ids(pred)
+    t_ids, t_idx = _compact_ids(truth)
     n_p, n_t = len(p_ids), len(t_ids)
-    pairs, counts = np.unique(t_idx.ravel() * n_p + p_idx.ravel(), return_counts=True)
-    area_t = np.bincount(t_idx.ravel(), minlength=n_t)
-    area_p = np.bincount(p_idx.ravel(), minlength=n_p)
-    ti, pi = pairs // n_p, pairs % n_p
+    area_p = np.bincount(p_idx[p_idx >= 0], minlength=n_p)
+    area_t = np.bincount(t_idx[t_idx >= 0], minlength=n_t)
+    both = (p_idx >= 0) & (t_idx >= 0)
+    codes = t_idx[both] * n_p + p_idx[both]
     inter = np.zeros((n_t, n_p), np.float64)
-    inter[ti, pi] = counts
+    if n_t * n_p <= 1 << 26:
+        inter += np.bincount(codes, minlength=n_t * n_p).reshape(n_t, n_p)
+    else:
+        pairs, counts = np.unique(codes, return_counts=True)
+        inter[pairs // n_p, pairs % n_p] = counts
     union = area_t[:, None] + area_p[None, :] - inter
-    iou = inter / np.maximum(union, 1)
-    return iou[int(t_ids[0] == 0) if n_t else 0 :, int(p_ids[0] == 0) if n_p else 0 :]
+    return inter / np.maximum(union, 1)
 
 
 def match_objects(iou: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
