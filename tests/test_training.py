@@ -64,6 +64,7 @@ def test_stop_takes_effect_within_one_step(blobs, tiny):
 
 def test_time_limit(blobs, tiny):
     image, labels = blobs
+    torch.optim.Adam(torch.nn.Linear(1, 1).parameters())  # the first optimizer imports torch._dynamo (1-2 s)
     done = list(Trainer(image, labels, **{**tiny, "epochs": None, "time_limit": 0.5}).run())[-1]
     assert done.elapsed < 5 and done.steps >= 1
 
@@ -240,3 +241,43 @@ def test_too_few_steps_are_flagged():
     behind = Done(model, 400, 20, 60.0, 0.2, 0.8, False, forest_val_dice=0.9)
     assert "behind the quick forest" in trust_warning(behind)
     assert trust_warning(Done(model, 400, 20, 60.0, 0.2, 0.93, False, forest_val_dice=0.9)) is None
+
+
+def test_a_budget_of_few_steps_trains_on_smaller_patches(blobs, tiny):
+    from napari_unet.training import SHORT_RUN_STEPS
+
+    image, labels = blobs
+    kw = {**tiny, "epochs": None, "time_limit": 10.0, "patch_size": 64}
+    slow = Trainer(image, labels, mode="dense", **kw)
+    slow._adapt_patch(elapsed=1.0, step_seconds=9.0 / (SHORT_RUN_STEPS - 1))  # a slow CPU: 99 steps fit
+    assert slow.small_patch == 32
+    slow.train_step()
+    assert slow.sampler.patch == 32
+    fast = Trainer(image, labels, mode="dense", **kw)
+    fast._adapt_patch(elapsed=1.0, step_seconds=9.0 / (SHORT_RUN_STEPS + 1))  # 101 steps fit: unchanged
+    assert fast.small_patch is None
+    untimed = Trainer(image, labels, mode="dense", **{**kw, "time_limit": None, "epochs": 1})
+    untimed._adapt_patch(elapsed=1.0, step_seconds=100.0)  # a number of epochs is trained as asked
+    assert untimed.small_patch is None
+    # a patch whose half is smaller than twice the network's coarsest grid (depth 3: 16 px) is kept
+    tight = Trainer(image, labels, mode="dense", **{**kw, "patch_size": 16, "depth": 3})
+    tight._adapt_patch(elapsed=1.0, step_seconds=5.0)
+    assert tight.small_patch is None
+
+
+def test_self_training_waits_until_the_unet_beats_the_forest(blobs, tiny):
+    from napari_unet.training import SELF_TRAIN_MIN_STEPS
+
+    image, labels = blobs
+    strokes = np.where(labels > 0, 2, 1).astype(np.uint8)
+    strokes[::2] = 0
+    trainer = Trainer(image, strokes, mode="sparse", **tiny)
+    trainer.forest_val_dice = 0.9
+    trainer.steps, trainer.val_dice = SELF_TRAIN_MIN_STEPS, 0.5
+    assert not trainer._may_self_train()  # behind the forest: its own labels would teach it its mistakes
+    trainer.val_dice = 0.92
+    assert trainer._may_self_train()
+    trainer.steps = 10
+    assert not trainer._may_self_train()  # too few steps to trust a validation score
+    trainer.steps, trainer.val_dice, trainer.forest_val_dice = SELF_TRAIN_MIN_STEPS, None, None
+    assert trainer._may_self_train()  # nothing held out: enough steps decide
