@@ -345,6 +345,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         until_plateau=not args.no_plateau,
     )
+    # --time-limit is the user's wall time: the clock started with the command (importing torch, reading)
+    trainer.prepare_seconds = time.perf_counter() - getattr(args, "started", time.perf_counter())
     planes = f" on {trainer.planes_used} of {trainer.planes_total} planes" if trainer.planes_total > len(images) else ""
     what = "instance masks: background, interior, boundary" if trainer.instances else f"{trainer.n_classes} class(es)"
     print(
@@ -675,7 +677,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    args.started = started
     try:
         return COMMANDS[args.command](args)
     except InputError as e:
