@@ -235,6 +235,8 @@ def trust_warning(done: Done) -> str | None:
 
 
 MAX_BAD_STEPS = 10  # non-finite losses in a row before training stops (keeping the last good weights)
+
+
 SHORT_RUN_STEPS = 100  # a budget that affords fewer steps than this trains on smaller patches
 SELF_TRAIN_MIN_STEPS = 100  # self-training waits for this many steps where no held-out strokes say more
 
@@ -392,7 +394,7 @@ class Trainer:
         if model is None:
             model = UNet(self.in_channels, n_classes, cfg.filters, cfg.depth, cfg.dropout)
         self.model = prepare_module(model, self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        self._optimizer: torch.optim.Optimizer | None = None  # made at the first step (see ``optimizer``)
         self._stop = False
         self.steps = 0
         self.skipped_steps = 0
@@ -407,6 +409,14 @@ class Trainer:
         self._last_fraction = 0.0
         # the budget is the user's wall time: preparing the data counts (run() adds it to its clock)
         self.prepare_seconds = time.perf_counter() - created
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Adam, made at the first step: the first ``torch.optim`` optimizer of a process imports
+        ``torch._dynamo`` (1-1.5 s on 2 cores), which would otherwise delay the forest's first preview."""
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+        return self._optimizer
 
     def stop(self) -> None:
         """Ask the run to end; it finishes the current step and yields ``Done``. Safe from any thread."""
