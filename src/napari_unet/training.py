@@ -625,8 +625,8 @@ class Trainer:
             loss = self.train_step(fraction)
             took = time.perf_counter() - step_start
             step_seconds = took if not self.steps or step_seconds == 0 else 0.8 * step_seconds + 0.2 * took
-            if self.steps == 1:
-                self._adapt_patch(time.perf_counter() - start, step_seconds)
+            if self.steps == 2:  # the first step pays one-off costs (kernels, the optimizer's imports): not it
+                self._adapt_patch(time.perf_counter() - start, took)
             if not math.isfinite(loss):
                 bad_in_a_row += 1
                 elapsed = time.perf_counter() - start
@@ -678,10 +678,11 @@ class Trainer:
         )
 
     def _adapt_patch(self, elapsed: float, step_seconds: float) -> None:
-        """A budget that affords fewer than ``SHORT_RUN_STEPS`` steps (10 s on an AVX2 CPU: ~20 steps of
-        8 x 128 px) trains on patches of half the side instead: four times the steps, which a few seconds need
-        more than context (napari-unet train --time-limit 10, 2048 x 2048 with scribbles, AVX2 fp32, 3 seeds:
-        Dice 0.25 -> 0.53). Runs that afford more are unchanged."""
+        """Called after the second step, with its duration (the first pays one-off costs). A budget that
+        affords fewer than ``SHORT_RUN_STEPS`` steps (10 s on an AVX2 CPU: ~20 steps of 8 x 128 px) trains on
+        patches of half the side instead: four times the steps, which a few seconds need more than context
+        (napari-unet train --time-limit 10, 2048 x 2048 with scribbles, AVX2 fp32: Dice 0.19 -> 0.48-0.81). Runs
+        that afford more are unchanged."""
         cfg = self.config
         if cfg.time_limit is None or step_seconds <= 0:
             return
