@@ -253,12 +253,20 @@ def test_a_budget_of_few_steps_trains_on_smaller_patches(blobs, tiny):
     kw = {**tiny, "epochs": None, "time_limit": 10.0, "patch_size": 64}
     slow = Trainer(image, labels, mode="dense", **kw)
     slow._adapt_patch(elapsed=1.0, step_seconds=9.0 / (SHORT_RUN_STEPS - 1))  # a slow CPU: 99 steps fit
-    assert slow.small_patch == 32
+    assert slow.small_patch == 32 and slow.small_batch == 2  # tiny's batch of 2 stays 2: batch norm needs some
     slow.train_step()
     assert slow.sampler.patch == 32
+    eight = Trainer(image, labels, mode="dense", **{**kw, "batch_size": 8})
+    eight._adapt_patch(elapsed=1.0, step_seconds=1.0)
+    assert (eight.small_patch, eight.small_batch) == (32, 4)
+    seen = []
+    sample = eight.sampler.batch
+    eight.sampler.batch = lambda n: seen.append(n) or sample(n)
+    eight.train_step()
+    assert seen == [4] and eight.sampler.patch == 32
     fast = Trainer(image, labels, mode="dense", **kw)
     fast._adapt_patch(elapsed=1.0, step_seconds=9.0 / (SHORT_RUN_STEPS + 1))  # 101 steps fit: unchanged
-    assert fast.small_patch is None
+    assert fast.small_patch is None and fast.small_batch is None
     untimed = Trainer(image, labels, mode="dense", **{**kw, "time_limit": None, "epochs": 1})
     untimed._adapt_patch(elapsed=1.0, step_seconds=100.0)  # a number of epochs is trained as asked
     assert untimed.small_patch is None
