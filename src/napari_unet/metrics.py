@@ -214,8 +214,8 @@ def iou_matrix(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     both = (p_idx >= 0) & (t_idx >= 0)
     codes = t_idx[both] * n_p + p_idx[both]
     inter = np.zeros((n_t, n_p), np.float64)
-    if n_t * n_p <= 1 << 26:
-        inter += np.bincount(codes, minlength=n_t * n_p).reshape(n_t, n_p)
+    if n_t * n_p <= 1 << 22:  # a dense count is cheapest while it stays small (<= 32 MB)
+        inter[:] = np.bincount(codes, minlength=n_t * n_p).reshape(n_t, n_p)
     else:
         pairs, counts = np.unique(codes, return_counts=True)
         inter[pairs // n_p, pairs % n_p] = counts

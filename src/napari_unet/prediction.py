@@ -28,8 +28,8 @@ from .stitching import StackIds
 
 DEFAULT_OVERLAP = 64
 # tile_size=None (the default) picks the tile per machine and plane (runtime.choose_tile): the network's
-# measured speed per tile size times the pixels a tiling computes. DEFAULT_TILE is the fixed choice where
-# measuring is not wanted: 1024 pixels plus the overlap, the fastest on AMX CPUs.
+# measured speed on each candidate tiling's tile shape, times the pixels that tiling computes. DEFAULT_TILE is
+# the fixed choice where measuring is not wanted: 1024 pixels plus the overlap, the fastest on AMX CPUs.
 DEFAULT_TILE = 1024 + DEFAULT_OVERLAP
 MAX_BATCH_PIXELS = 1 << 21  # tiles per forward pass: at most ~2 Mpx, so memory stays bounded
 
@@ -97,7 +97,7 @@ def auto_tile(model: UNet, net: torch.nn.Module, height: int, width: int, overla
         return max(height, width) + multiple  # one tile whatever the speeds: nothing to measure
     plans = tilings(height, width, overlap, multiple)
     shapes = [(th, tw) for th, tw, _ in plans.values()]
-    return choose_tile(tile_rates(model, net, dev, precision, shapes), height, width, overlap, multiple)
+    return choose_tile(tile_rates(model, net, dev, precision, shapes), height, width, overlap, multiple, plans)
 
 
 @torch.inference_mode()

@@ -467,16 +467,17 @@ def tilings(height: int, width: int, overlap: int, multiple: int) -> dict[int, t
     return plans
 
 
-def choose_tile(rates: dict, height: int, width: int, overlap: int, multiple: int) -> int:
+def choose_tile(rates: dict, height: int, width: int, overlap: int, multiple: int, plans: dict | None = None) -> int:
     """The tile parameter that predicts a ``height`` x ``width`` plane soonest: each candidate tiling's pixels
     (overlaps included) over the measured speed of its own tile shape; near-ties (1%) go to fewer tiles.
 
     ``rates`` maps tile shapes ((h, w), or a square's side) to pixels per second; shapes not in it are read
-    between the measured sizes (by the larger side)."""
+    between the measured sizes (by the larger side). ``plans``: the plane's ``tilings``, if already made."""
     rates = {_shape_key(shape): rate for shape, rate in rates.items()}
     squares = sorted((h, r) for (h, w), r in rates.items() if h == w)
     best, best_time = None, math.inf
-    for tile, (th, tw, n) in sorted(tilings(height, width, overlap, multiple).items(), reverse=True):
+    plans = plans if plans is not None else tilings(height, width, overlap, multiple)
+    for tile, (th, tw, n) in sorted(plans.items(), reverse=True):
         speed = rates.get((th, tw))
         if speed is None:
             speed = float(np.interp(max(th, tw), [h for h, _ in squares], [r for _, r in squares]))
