@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 import napari_unet as nu
+from napari_unet.instances import split_instances
 from napari_unet.metrics import object_scores
-from napari_unet.prediction import split_instances
 from napari_unet.runtime import pick_device, pick_precision
 from napari_unet.sample_data import nuclei, nuclei_labels
 

@@ -102,10 +102,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     from napari_unet import predict
-    from napari_unet.data import normalize
-    from napari_unet.prediction import DEFAULT_OVERLAP, auto_tile
-    from napari_unet.runtime import autocast, inference_network, pick_device, pick_precision
+    from napari_unet.inference import inference_network
+    from napari_unet.normalization import normalize
+    from napari_unet.runtime import autocast, pick_device, pick_precision
     from napari_unet.sample_data import nuclei
+    from napari_unet.tiling import DEFAULT_OVERLAP, auto_tile
 
     overlap = DEFAULT_OVERLAP
     model = get_model(args.model, args.train_seconds).eval()

@@ -38,7 +38,7 @@ if size != "512":
     truth = label(truth > 0)
 strokes = scribbles_from_truth(truth, seed=0)
 if kind == "warm":
-    from napari_unet.runtime import warm_up
+    from napari_unet.inference import warm_up
     warm_up()
 t0 = time.perf_counter()                                    # the click on Train
 from napari_unet._widgets._train_job import Inbox, Preview, Tick, View, train_rounds

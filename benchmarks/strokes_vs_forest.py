@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from napari_unet import Done, instance_scores, predict, train
+    from napari_unet.instances import split_instances
     from napari_unet.metrics import binary_scores
-    from napari_unet.prediction import split_instances
     from napari_unet.sample_data import nuclei, nuclei_labels
     from napari_unet.strokes import scribbles_from_truth
 

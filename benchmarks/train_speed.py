@@ -39,9 +39,9 @@ def main(argv=None) -> None:
     overrides = parse_overrides(args.set)
 
     from napari_unet import Trainer
-    from napari_unet.losses import segmentation_loss
     from napari_unet.runtime import autocast
     from napari_unet.sample_data import nuclei, nuclei_strokes
+    from napari_unet.training.losses import segmentation_loss
 
     trainer = Trainer(nuclei(), nuclei_strokes(), time_limit=3600, seed=0, **overrides)
     cfg = trainer.config
@@ -107,9 +107,9 @@ def sweep(repeats: int) -> None:
     format train fastest per pixel on this CPU, in its automatic precision."""
     from predict_speed import machine
 
-    from napari_unet.losses import segmentation_loss
     from napari_unet.model import UNet
     from napari_unet.runtime import autocast, pick_device, pick_precision
+    from napari_unet.training.losses import segmentation_loss
 
     dev = pick_device("auto")
     prec = pick_precision(dev)

@@ -20,7 +20,9 @@ from hypothesis.extra import numpy as hnp
 
 from napari_unet import InputError, Trainer, iter_predict, load_model, predict, save_model, train
 from napari_unet.cli import main
-from napari_unet.data import _integer_labels, check_image, normalize
+from napari_unet.images import check_image
+from napari_unet.labels import _integer_labels
+from napari_unet.normalization import normalize
 
 TINY = dict(filters=4, depth=2, patch_size=32, batch_size=2, epochs=1, steps_per_epoch=2, time_limit=None)
 TINY_ARGS = ["--filters", "4", "--depth", "2", "--patch-size", "32", "--batch-size", "2", "--epochs", "1"]
@@ -217,7 +219,7 @@ def test_stacks_and_zarr_stream_plane_by_plane(model, tmp_path):
 
 
 def test_stack_output_larger_than_memory_is_refused(model, monkeypatch):
-    import napari_unet.data as data_module
+    import napari_unet.images as data_module
 
     monkeypatch.setattr(data_module, "available_memory", lambda: 1_000)
     raises_clear(lambda: predict(model, _PlaneSpy(100, 8, 8)), "stack", "out=")

@@ -3,17 +3,11 @@ import pytest
 import torch
 
 from napari_unet import InputError
-from napari_unet.data import (
-    Augmentation,
-    PatchSampler,
-    Sample,
-    count_classes,
-    guess_channel_axis,
-    guess_label_mode,
-    iter_slices,
-    labels_to_target,
-    normalize,
-)
+from napari_unet.images import guess_channel_axis, iter_slices
+from napari_unet.labels import count_classes, guess_label_mode, labels_to_target
+from napari_unet.normalization import normalize
+from napari_unet.training.augmentation import Augmentation
+from napari_unet.training.patches import PatchSampler, Sample
 
 
 def test_normalize_robust_and_safe():

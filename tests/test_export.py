@@ -17,7 +17,7 @@ import yaml
 from conftest import make_blobs
 
 from napari_unet import InputError, UNet, export_model, load_model, predict
-from napari_unet.data import normalize
+from napari_unet.normalization import normalize
 
 pytest.importorskip("bioimageio.spec", reason="the bioimageio extra (pip install '.[bioimageio]')")
 

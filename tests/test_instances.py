@@ -5,7 +5,8 @@ import pytest
 from skimage.draw import disk
 
 import napari_unet as nu
-from napari_unet.instances import boundary_target, decode_instances, is_instance_labels
+from napari_unet.instances import boundary_target, decode_instances
+from napari_unet.labels import is_instance_labels
 from napari_unet.metrics import object_scores
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from napari_unet.losses import segmentation_loss
+from napari_unet.training.losses import segmentation_loss
 
 
 def test_unannotated_pixels_count_for_nothing():

@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 
 from napari_unet import InputError, UNet, evaluate, iter_predict, predict, predict_proba
-from napari_unet.prediction import predict_proba_plane, probabilities_to_labels, split_instances
+from napari_unet.instances import split_instances
+from napari_unet.prediction import predict_proba_plane, probabilities_to_labels
 
 
 def test_tiled_equals_whole_image(tiny_model, blobs):
     """Overlapping tiles blended smoothly agree with one pass over the whole image."""
-    from napari_unet.data import normalize
+    from napari_unet.normalization import normalize
 
     plane = normalize(np.tile(blobs[0], (3, 2))[None, :150, :130])
     whole = predict_proba_plane(tiny_model, plane, tile_size=512, precision="fp32")

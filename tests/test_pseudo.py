@@ -3,9 +3,10 @@
 import numpy as np
 import torch
 
-from napari_unet.data import IGNORE, PSEUDO, PatchSampler, Sample
-from napari_unet.losses import segmentation_loss, sparse_loss
-from napari_unet.pseudo import forest_probabilities, merge, pseudo_labels, snap_to_edges
+from napari_unet.labels import IGNORE, PSEUDO
+from napari_unet.training.losses import segmentation_loss, sparse_loss
+from napari_unet.training.patches import PatchSampler, Sample
+from napari_unet.training.pseudo import forest_probabilities, merge, pseudo_labels, snap_to_edges
 
 
 def _strokes(labels: np.ndarray) -> np.ndarray:

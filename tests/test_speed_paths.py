@@ -7,19 +7,13 @@ import pytest
 import torch
 
 import napari_unet.runtime as runtime
+import napari_unet.tiling as tiling
 from napari_unet import UNet, predict
 from napari_unet.errors import InputError
-from napari_unet.prediction import _tiles, predict_proba_plane
-from napari_unet.runtime import (
-    FusedUNet,
-    choose_tile,
-    cpu_can_bf16,
-    cpu_has_fast_bf16,
-    inference_network,
-    pick_device,
-    pick_precision,
-    tile_rates,
-)
+from napari_unet.inference import FusedUNet, inference_network
+from napari_unet.prediction import predict_proba_plane
+from napari_unet.runtime import cpu_can_bf16, cpu_has_fast_bf16, pick_device, pick_precision
+from napari_unet.tiling import axis_tiles, choose_tile, tile_rates
 
 needs_bf16 = pytest.mark.skipif(
     not cpu_can_bf16(), reason="this CPU cannot run bf16 convolutions (needs AVX-512 or AMX; AVX2-only CPUs use fp32)"
@@ -117,7 +111,7 @@ def test_bf16_and_fp32_labels_agree(tiny_model, blobs):
     "length,tile,overlap", [(2048, 512, 64), (1024, 1024, 64), (1000, 300, 32), (97, 40, 8), (50, 64, 8)]
 )
 def test_tiles_cover_evenly_with_overlap(length, tile, overlap):
-    size, starts = _tiles(length, tile, overlap, 16)
+    size, starts = axis_tiles(length, tile, overlap, 16)
     assert size <= tile and size <= length
     assert starts[0] == 0 and starts[-1] + size == length
     gaps = np.diff(starts)
@@ -177,14 +171,13 @@ def test_release_pages_keeps_memmap_data(tmp_path):
 
 
 def test_warm_up_runs_a_tiny_step():
-    from napari_unet.runtime import warm_up
+    from napari_unet.inference import warm_up
 
     seconds = warm_up(filters=4, depth=2, patch_size=32, batch_size=2, preview_size=48, device="cpu")
     assert seconds > 0
 
 
 def test_bf16_on_a_cpu_without_it_is_a_one_line_error(monkeypatch):
-    import napari_unet.runtime as runtime
 
     monkeypatch.setattr(runtime, "cpu_can_bf16", lambda: False)
     monkeypatch.delenv("NAPARI_UNET_PRECISION", raising=False)
@@ -199,7 +192,6 @@ def test_bf16_on_a_cpu_without_it_is_a_one_line_error(monkeypatch):
 
 
 def test_an_avx2_cap_turns_bf16_off(monkeypatch):
-    import napari_unet.runtime as runtime
 
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
     for probe in (runtime.cpu_has_fast_bf16, runtime.cpu_can_bf16):
@@ -230,10 +222,8 @@ def test_tile_choice_follows_the_measured_speeds():
 def test_tile_speeds_are_measured_once_and_cached(tmp_path, monkeypatch):
     import json
 
-    import napari_unet.runtime as runtime
-
     monkeypatch.setenv("NAPARI_UNET_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(runtime, "_TILE_RATES", {})
+    monkeypatch.setattr(tiling, "_TILE_RATES", {})
     model = UNet(1, 1, filters=2, depth=2).eval()
     cpu = torch.device("cpu")
     calls = []
@@ -243,13 +233,13 @@ def test_tile_speeds_are_measured_once_and_cached(tmp_path, monkeypatch):
         return x
 
     rates = tile_rates(model, net, cpu, "fp32")
-    squares = {(s, s) for s in runtime.TILE_CANDIDATES}
+    squares = {(s, s) for s in tiling.TILE_CANDIDATES}
     assert set(rates) == squares and all(r > 0 for r in rates.values())
     assert calls, "the speeds were measured"
     (entry,) = json.loads((tmp_path / "tiles.json").read_text()).values()
-    assert set(entry) == {f"{s}x{s}" for s in runtime.TILE_CANDIDATES}
+    assert set(entry) == {f"{s}x{s}" for s in tiling.TILE_CANDIDATES}
     # a new process (empty memory cache) reads the file instead of measuring again
-    monkeypatch.setattr(runtime, "_TILE_RATES", {})
+    monkeypatch.setattr(tiling, "_TILE_RATES", {})
     calls.clear()
     assert tile_rates(model, net, cpu, "fp32") == pytest.approx(rates)
     assert not calls
@@ -269,7 +259,7 @@ def test_the_tiling_is_chosen_by_the_speed_of_its_own_tile_shape():
     # AMD EPYC fp32: fast up to ~700 px, then a cliff. Read between 640 and 768 the 736 px tiles of a
     # 3 x 3 tiling look fast; measured, they are not, and the 4 x 4 tiling of 560 px tiles wins
     squares = {384: 1.9e6, 512: 1.82e6, 640: 1.9e6, 768: 1.85e6, 1024: 1.51e6}
-    plans = runtime.tilings(2048, 2048, 64, 16)
+    plans = tiling.tilings(2048, 2048, 64, 16)
     assert {(th, n) for th, _, n in plans.values()} == {(400, 36), (560, 16), (736, 9), (1056, 4)}
     assert choose_tile(squares, 2048, 2048, 64, 16) == 832  # interpolated: the cliff is missed
     measured = {**squares, (736, 736): 1.5e6, (560, 560): 1.84e6, (400, 400): 1.9e6, (1056, 1056): 1.5e6}

@@ -152,7 +152,7 @@ def test_a_continued_schedule_starts_where_the_session_is(blobs, tiny):
 
 def _big_scribbles(size: int = 700):
     """A plane of bright disks larger than one pseudo-label tile, with a few strokes in the top-left corner."""
-    from napari_unet.pseudo import MAX_TILE
+    from napari_unet.training.pseudo import MAX_TILE
 
     assert size > MAX_TILE
     rng = np.random.default_rng(1)
@@ -201,7 +201,7 @@ def test_pseudo_labels_stay_within_their_share_of_the_budget():
 
 
 def test_pseudo_labels_are_reused_until_the_strokes_change():
-    from napari_unet.pseudo import PseudoCache
+    from napari_unet.training.pseudo import PseudoCache
 
     image, strokes = _big_scribbles()
     cache = PseudoCache()

@@ -14,6 +14,7 @@ import torch
 
 from .errors import InputError
 from .io import atomic_path
+from .meta import check_meta
 from .model import UNet
 
 FORMAT = "napari-unet-model"
@@ -99,7 +100,7 @@ def _build(p: Path, config, meta, state, what: str) -> UNet:
             raise TypeError(f"unknown architecture keys {sorted(set(config) - known)}")
         _check_config(config)
         _check_state(config, state)
-        _check_meta(meta)
+        check_meta(meta)
         model = UNet(**config)
         model.load_state_dict(state, strict=True)
     except InputError as e:
@@ -143,21 +144,3 @@ def _check_state(config: dict, state: dict) -> None:
             raise ValueError(f"weight {name} has shape {tuple(t.shape)}, the architecture needs {shape}")
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"weight {name} contains NaN or inf (did training diverge?)")
-
-
-def _check_meta(meta: dict) -> None:
-    """The parts of the metadata that prediction and fine-tuning rely on."""
-    rule = meta.get("normalization")
-    if rule is not None:
-        ok = isinstance(rule, dict) and rule.get("method") == "percentile"
-        low, high = (rule.get("low"), rule.get("high")) if ok else (None, None)
-        nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
-        if not (ok and nums and 0 <= low < high <= 100):
-            raise ValueError(f"normalization must be percentile with 0 <= low < high <= 100, got {rule!r}"[:200])
-    if meta.get("label_mode", "dense") not in ("sparse", "dense"):
-        raise ValueError(f"label_mode must be 'sparse' or 'dense', got {meta.get('label_mode')!r}"[:200])
-    if not isinstance(meta.get("multiclass", False), bool):
-        raise ValueError("multiclass must be true or false")
-    training = meta.get("training", {})
-    if not isinstance(training, dict) or not isinstance(training.get("history", []), list):
-        raise ValueError("training must be a mapping with a history list")

@@ -577,9 +577,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from .checkpoint import save_model
     from .contours import label_contours, write_contours
-    from .data import normalize
     from .io import check_writable, write_labels
     from .metrics import evaluate, format_table, instance_scores
+    from .normalization import normalize
     from .prediction import predict
     from .sample_data import nuclei, nuclei_labels
     from .strokes import scribbles_from_truth

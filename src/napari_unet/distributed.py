@@ -20,19 +20,14 @@ import threading
 import numpy as np
 import torch
 
-from .data import DEFAULT_NORMALIZATION, apply_stats, plane_stats, sample_step
 from .errors import InputError
+from .inference import inference_network
+from .meta import normalization_rule, predicts_boundaries
 from .model import UNet
-from .prediction import (
-    DEFAULT_OVERLAP,
-    DEFAULT_TILE,
-    _check_tiling,
-    _proba,
-    predicts_boundaries,
-    probabilities_to_labels,
-    resolve_channel_axis,
-)
-from .runtime import inference_network, pick_device, pick_precision
+from .normalization import DEFAULT_NORMALIZATION, apply_stats, plane_stats, sample_step
+from .prediction import probabilities_to_labels, resolve_channel_axis, tiled_proba
+from .runtime import pick_device, pick_precision
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
 
 
 def as_dask(image, chunks=None):
@@ -101,7 +96,7 @@ def _predict_block(
     flat = out.reshape(-1, *block.shape[-2:])
     for i, plane in enumerate(planes):
         normalized = apply_stats(plane, plane_stats_[i])
-        probs = _proba(net, model, normalized, tile_size, overlap, batch_size, dev, pick_precision(dev, precision))
+        probs = tiled_proba(net, model, normalized, tile_size, overlap, batch_size, dev, pick_precision(dev, precision))
         labels = probabilities_to_labels(probs, threshold, predicts_boundaries(model))
         labels[~np.isfinite(plane).all(axis=0)] = 0
         flat[i] = labels
@@ -136,7 +131,7 @@ def predict_dask(
 
     if not isinstance(model, UNet):
         raise InputError(f"predict_dask needs a UNet (from train or load_model), got {type(model).__name__}.")
-    _check_tiling(tile_size, overlap, batch_size)
+    check_tiling(tile_size, overlap, batch_size)
     if not (isinstance(threshold, (int, float, np.number)) and 0 <= threshold <= 1):
         raise InputError(f"threshold must be a probability between 0 and 1, got {threshold!r}.")
     arr = as_dask(image)
@@ -159,7 +154,7 @@ def predict_dask(
     arr = arr.rechunk((1,) * (nd - 3) + (-1, block, block))
 
     # per-plane statistics from the sample normalize() would take, one small task per plane
-    rule = model.meta.get("normalization") or DEFAULT_NORMALIZATION
+    rule = normalization_rule(model) or DEFAULT_NORMALIZATION
     step = sample_step(h, w)
     sample = arr[..., ::step, ::step].rechunk((1,) * (nd - 3) + (-1, -1, -1))
     stats_lazy = sample.map_blocks(

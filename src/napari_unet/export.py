@@ -24,10 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DEFAULT_NORMALIZATION, iter_slices
 from .errors import InputError
+from .images import iter_slices
 from .io import atomic_path
+from .meta import TRAINING, normalization_rule, total_steps
+from .meta import history as meta_history
 from .model import UNet
+from .normalization import DEFAULT_NORMALIZATION
 
 PACKAGE_FORMAT = "napari-unet-model"  # config.napari_unet.format in rdf.yaml: "exported by napari-unet"
 PACKAGE_FORMAT_VERSION = 1
@@ -105,9 +108,8 @@ def _cover(image: np.ndarray, output: np.ndarray, path: Path) -> None:
 
 
 def _documentation(model: UNet, rule: dict, name: str, channels: list[str]) -> str:
-    meta = model.meta
-    history = meta.get("training", {}).get("history", [])
-    steps = sum(int(h.get("steps") or 0) for h in history)
+    history = meta_history(model)
+    steps = total_steps(model)
     last = history[-1] if history else {}
     out = "binary: 1 = foreground" if model.n_classes == 1 else f"{model.n_classes} classes (channel 0 = background)"
     return f"""# {name}
@@ -175,7 +177,7 @@ def export_model(
     if not target.parent.is_dir():
         raise InputError(f"The folder {target.parent} does not exist; create it or choose another path.")
     model = model.eval().to("cpu")
-    rule = dict(model.meta.get("normalization") or DEFAULT_NORMALIZATION)
+    rule = dict(normalization_rule(model) or DEFAULT_NORMALIZATION)
     plane = _test_plane(model, image, channel_axis)
     name = name or "napari-unet U-Net"
     channels = [f"channel{i}" for i in range(model.in_channels)]
@@ -225,7 +227,7 @@ def export_model(
         tifffile.imwrite(folder / "sample_input.tif", test_input)
         tifffile.imwrite(folder / "sample_output.tif", test_output)
         _cover(test_input, test_output, folder / "cover.png")
-        (folder / "training.json").write_text(json.dumps(meta.get("training", {}), indent=1))
+        (folder / "training.json").write_text(json.dumps(meta.get(TRAINING, {}), indent=1))
         (folder / "README.md").write_text(_documentation(model, rule, name, channels))
         torch_version = torch.__version__.split("+")[0]
         rdf = {

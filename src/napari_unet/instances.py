@@ -22,15 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-BOUNDARY = "boundary"  # model.meta["instances"] of a model trained on instance masks
 MIN_SEED = 4  # pixels: a smaller interior piece is noise, not an object's core
 MIN_OBJECT = 8  # pixels: objects smaller than this are dropped (as split_instances does)
-
-
-def is_instance_labels(labels: np.ndarray) -> bool:
-    """Dense labels with more than one object id (0 = background): instance masks rather than a binary mask."""
-    labels = np.asarray(labels)
-    return labels.size > 0 and int(labels.max()) > 1
 
 
 def boundary_target(labels: np.ndarray) -> np.ndarray:
@@ -71,8 +64,6 @@ def decode_instances(probs: np.ndarray, threshold: float = 0.5, object_size: flo
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
-    from .prediction import split_instances
-
     fg = foreground(probs, threshold).astype(bool)
     interior = (probs[1] > 0.5) & fg
     seeds = split_instances(interior, watershed_spacing(object_size), MIN_SEED)
@@ -109,7 +100,7 @@ SPECK_FRACTION = 0.05
 def object_size_from_masks(labels: np.ndarray) -> float | None:
     """Typical object diameter (pixels) of instance masks: the median over objects of the diameter of the
     disc of the same area (objects counted plane by plane). None without objects."""
-    from .metrics import as_objects
+    from .labels import as_objects
 
     labels = np.asarray(labels)
     areas = []
@@ -179,3 +170,30 @@ def watershed_spacing(object_size: float | None, default: int = 4) -> int:
     if not object_size:
         return default
     return max(default, int(round(object_size / 5)))
+
+
+def split_instances(mask: np.ndarray, min_distance: int = 4, min_size: int = 8) -> np.ndarray:
+    """Instance labels from a binary mask; touching objects are split by a distance-transform watershed."""
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    mask = np.asarray(mask, bool)
+    components, n = ndi.label(mask)
+    if min_size > 1 and n:
+        keep = np.bincount(components.ravel()) >= min_size
+        keep[0] = False
+        mask = keep[components]
+        components, n = ndi.label(mask)
+    if n == 0:
+        return components.astype(np.int32)
+    dist = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0)
+    peaks = peak_local_max(dist, min_distance=min_distance, labels=components, exclude_border=False)
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # a component without a peak (thin or tiny) still becomes one object
+    without = np.setdiff1d(np.arange(1, n + 1), np.unique(components[markers > 0]))
+    for k, comp in enumerate(without, start=len(peaks) + 1):
+        markers[components == comp] = k
+    labels = watershed(-dist, markers, mask=mask)
+    return labels.astype(np.int32)

@@ -261,3 +261,20 @@ def count_classes(targets: Sequence[np.ndarray]) -> tuple[int, np.ndarray]:
             "(scribbles: 1 = background, 2 = foreground)."
         )
     return int(present.max()), counts
+
+
+def is_instance_labels(labels: np.ndarray) -> bool:
+    """Dense labels with more than one object id (0 = background): instance masks rather than a binary mask."""
+    labels = np.asarray(labels)
+    return labels.size > 0 and int(labels.max()) > 1
+
+
+def as_objects(labels: np.ndarray) -> np.ndarray:
+    """Object ids of a label image: instance ids as they are, a binary mask split into connected components."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool or labels.size == 0 or labels.max() <= 1:
+        from scipy import ndimage as ndi
+
+        structure = ndi.generate_binary_structure(labels.ndim, 1)
+        return ndi.label(labels > 0, structure)[0]
+    return labels

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import InputError
+from .labels import as_objects
 
 PIXEL_SCORES = ("dice", "iou", "precision", "recall")
 OBJECT_COLUMNS = (
@@ -165,17 +166,6 @@ def check_iou_threshold(iou_threshold: float) -> float:
     if not 0 < iou_threshold <= 1:
         raise InputError(f"iou_threshold must be in (0, 1], got {iou_threshold}.")
     return float(iou_threshold)
-
-
-def as_objects(labels: np.ndarray) -> np.ndarray:
-    """Object ids of a label image: instance ids as they are, a binary mask split into connected components."""
-    labels = np.asarray(labels)
-    if labels.dtype == bool or labels.size == 0 or labels.max() <= 1:
-        from scipy import ndimage as ndi
-
-        structure = ndi.generate_binary_structure(labels.ndim, 1)
-        return ndi.label(labels > 0, structure)[0]
-    return labels
 
 
 def _compact_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

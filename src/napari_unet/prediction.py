@@ -11,64 +11,17 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .data import check_fits, check_image, guess_channel_axis, iter_slices, normalize, spatial_shape
 from .errors import InputError
+from .images import check_fits, check_image, guess_channel_axis, iter_slices, spatial_shape
+from .inference import inference_network
+from .instances import split_instances
 from .io import release_pages
+from .meta import normalization_rule, object_size, predicts_boundaries
 from .model import UNet
-from .runtime import (
-    TILE_CANDIDATES,
-    choose_tile,
-    inference_network,
-    pick_device,
-    pick_precision,
-    tile_rates,
-    tilings,
-)
+from .normalization import normalize
+from .runtime import pick_device, pick_precision
 from .stitching import StackIds
-
-DEFAULT_OVERLAP = 64
-# tile_size=None (the default) picks the tile per machine and plane (runtime.choose_tile): the network's
-# measured speed on each candidate tiling's tile shape, times the pixels that tiling computes. DEFAULT_TILE is
-# the fixed choice where measuring is not wanted: 1024 pixels plus the overlap, the fastest on AMX CPUs.
-DEFAULT_TILE = 1024 + DEFAULT_OVERLAP
-MAX_BATCH_PIXELS = 1 << 21  # tiles per forward pass: at most ~2 Mpx, so memory stays bounded
-
-
-def _tiles(length: int, tile: int, overlap: int, multiple: int = 16) -> tuple[int, list[int]]:
-    """Tile size and start offsets along one axis: as few tiles as ``tile`` allows, spread evenly.
-
-    The tiles shrink to just cover the axis with at least ``overlap`` between neighbours (rounded up to a size
-    the network takes without padding), instead of a last tile that overlaps its neighbour by most of its
-    width: on a 2048-pixel axis with 512-pixel tiles that is 5 tiles of 464, not 4 of 512 plus one more.
-    """
-    if length <= tile:
-        return length, [0]
-    n = -(-(length - overlap) // (tile - overlap))
-    size = -(-(length + (n - 1) * overlap) // n)
-    size = min(tile, -(-size // multiple) * multiple, length)
-    step = (length - size) / (n - 1)
-    return size, [int(round(i * step)) for i in range(n)]
-
-
-def _ramp(n: int, overlap: int) -> np.ndarray:
-    """1D blending weights: 1 in the middle, falling linearly to near 0 across the overlap at each end."""
-    if overlap <= 0:
-        return np.ones(n, np.float32)
-    i = np.arange(n, dtype=np.float32)
-    return np.clip((np.minimum(i, n - 1 - i) + 0.5) / (overlap / 2 + 0.5), 1e-3, 1.0)
-
-
-def _check_tiling(tile_size: int | None, overlap: int, batch_size: int) -> None:
-    if tile_size is None:
-        tile_size = DEFAULT_TILE
-    elif isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)):
-        raise InputError(f"tile_size must be a whole number of pixels or None (auto), got {tile_size!r}.")
-    if tile_size < 16:
-        raise InputError(f"tile_size must be at least 16, got {tile_size}.")
-    if not 0 <= overlap < tile_size:
-        raise InputError(f"overlap must be in [0, tile_size), got {overlap}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+from .tiling import DEFAULT_OVERLAP, MAX_BATCH_PIXELS, auto_tile, axis_tiles, check_tiling, ramp
 
 
 @torch.inference_mode()
@@ -82,26 +35,15 @@ def predict_proba_plane(
     precision: str = "auto",
 ) -> np.ndarray:
     """Class probabilities (K, H, W) of one normalized (C, H, W) plane: K = 1 (foreground) or classes + 1."""
-    _check_tiling(tile_size, overlap, batch_size)
+    check_tiling(tile_size, overlap, batch_size)
     dev = pick_device(device) if not isinstance(device, torch.device) else device
     prec = pick_precision(dev, precision)
     net = inference_network(model, dev, prec)
-    return _proba(net, model, plane, tile_size, overlap, batch_size, dev, prec)
-
-
-def auto_tile(model: UNet, net: torch.nn.Module, height: int, width: int, overlap: int, dev, precision: str) -> int:
-    """The fastest tiling for this plane on this machine: its candidate tile shapes are timed once per
-    machine and model shape (``runtime.tile_rates``), then read from the cache."""
-    multiple = 2 ** getattr(model, "depth", 4)
-    if max(height, width) <= min(TILE_CANDIDATES) + overlap:
-        return max(height, width) + multiple  # one tile whatever the speeds: nothing to measure
-    plans = tilings(height, width, overlap, multiple)
-    shapes = [(th, tw) for th, tw, _ in plans.values()]
-    return choose_tile(tile_rates(model, net, dev, precision, shapes), height, width, overlap, multiple, plans)
+    return tiled_proba(net, model, plane, tile_size, overlap, batch_size, dev, prec)
 
 
 @torch.inference_mode()
-def _proba(
+def tiled_proba(
     net: torch.nn.Module,
     model: UNet,
     plane: np.ndarray,
@@ -121,8 +63,8 @@ def _proba(
     if tile_size is None:
         tile_size = auto_tile(model, net, h, w, overlap, dev, precision)
         batch_size = 1  # tiles were timed one per forward: a batch of them no longer fits the caches they fit
-    th, ys = _tiles(h, tile_size, overlap, multiple)
-    tw, xs = _tiles(w, tile_size, overlap, multiple)
+    th, ys = axis_tiles(h, tile_size, overlap, multiple)
+    tw, xs = axis_tiles(w, tile_size, overlap, multiple)
     origins = [(y, x) for y in ys for x in xs]
     batch_size = max(1, min(int(batch_size), MAX_BATCH_PIXELS // (th * tw)))
 
@@ -133,7 +75,7 @@ def _proba(
     if len(origins) == 1:  # the whole plane in one tile: no blending
         return probabilities(plane[None])[0].cpu().numpy()
     weight = torch.from_numpy(
-        np.outer(_ramp(th, overlap if len(ys) > 1 else 0), _ramp(tw, overlap if len(xs) > 1 else 0))
+        np.outer(ramp(th, overlap if len(ys) > 1 else 0), ramp(tw, overlap if len(xs) > 1 else 0))
     )
     weight_dev = weight.to(dev)
     out = torch.zeros((model.out_channels, h, w), dtype=torch.float32)
@@ -162,39 +104,6 @@ def probabilities_to_labels(probs: np.ndarray, threshold: float = 0.5, boundary:
     if probs.shape[0] == 1:
         return (probs[0] > threshold).astype(np.uint8)
     return probs.argmax(axis=0).astype(np.uint8)
-
-
-def split_instances(mask: np.ndarray, min_distance: int = 4, min_size: int = 8) -> np.ndarray:
-    """Instance labels from a binary mask; touching objects are split by a distance-transform watershed."""
-    from scipy import ndimage as ndi
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
-
-    mask = np.asarray(mask, bool)
-    components, n = ndi.label(mask)
-    if min_size > 1 and n:
-        keep = np.bincount(components.ravel()) >= min_size
-        keep[0] = False
-        mask = keep[components]
-        components, n = ndi.label(mask)
-    if n == 0:
-        return components.astype(np.int32)
-    dist = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0)
-    peaks = peak_local_max(dist, min_distance=min_distance, labels=components, exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # a component without a peak (thin or tiny) still becomes one object
-    without = np.setdiff1d(np.arange(1, n + 1), np.unique(components[markers > 0]))
-    for k, comp in enumerate(without, start=len(peaks) + 1):
-        markers[components == comp] = k
-    labels = watershed(-dist, markers, mask=mask)
-    return labels.astype(np.int32)
-
-
-def predicts_boundaries(model) -> bool:
-    """Whether the model was trained on instance masks (background / interior / boundary classes)."""
-    meta = getattr(model, "meta", None) or {}
-    return meta.get("instances") == "boundary" and getattr(model, "out_channels", 0) == 3
 
 
 def _labels_from_probs(
@@ -290,8 +199,8 @@ def iter_predict(
         "crop or downsample the image, or predict it in pieces.",
     )
     check_finite = np.dtype(image.dtype).kind == "f"
-    rule = model.meta.get("normalization")
-    _check_tiling(tile_size, overlap, batch_size)
+    rule = normalization_rule(model)
+    check_tiling(tile_size, overlap, batch_size)
     dev = pick_device(device)
     prec = pick_precision(dev, precision)
     if stitch_threshold and not instances:
@@ -306,10 +215,8 @@ def iter_predict(
             )
         if net is None:
             net = inference_network(model, dev, prec)
-        probs = _proba(net, model, normalize(plane, rule), tile_size, overlap, batch_size, dev, prec)
-        labels = _labels_from_probs(
-            probs, threshold, instances, predicts_boundaries(model), model.meta.get("object_size")
-        )
+        probs = tiled_proba(net, model, normalize(plane, rule), tile_size, overlap, batch_size, dev, prec)
+        labels = _labels_from_probs(probs, threshold, instances, predicts_boundaries(model), object_size(model))
         if check_finite:
             labels[~np.isfinite(plane).all(axis=0)] = 0
         if stack_ids is not None:
@@ -352,4 +259,4 @@ def predict_proba(model: UNet, image, channel_axis: int | None | str = "auto", *
     if n_planes != 1:
         raise InputError(f"predict_proba takes one 2D image; this one has {n_planes} planes: use predict.")
     ((_, plane),) = iter_slices(image, axis)
-    return predict_proba_plane(model, normalize(plane, model.meta.get("normalization")), **options)
+    return predict_proba_plane(model, normalize(plane, normalization_rule(model)), **options)

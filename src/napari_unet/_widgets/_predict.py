@@ -274,7 +274,7 @@ class PredictWidget(Container):
 
     def _default_instances(self, model) -> None:
         """A model trained on instance masks predicts objects: splitting them is its default."""
-        from ..prediction import predicts_boundaries
+        from ..meta import predicts_boundaries
 
         key = id(model) if model is not None else None
         if key == getattr(self, "_defaults_for", None):

@@ -43,20 +43,19 @@ def get_store(viewer: napari.Viewer) -> ModelStore:
 
 def describe_model(model: UNet, origin: str) -> str:
     """'trained 42 s · 2 classes · val Dice 0.87' style summary from ``model.meta``."""
-    meta = getattr(model, "meta", {}) or {}
-    training = meta.get("training", {})
-    history = training.get("history", [])
+    from ..meta import last_val_dice, learns_boundaries, total_seconds
+
     parts = [origin]
-    seconds = sum(h.get("seconds", 0) or 0 for h in history)
+    seconds = total_seconds(model)
     if seconds:
         parts.append(f"{seconds:.0f} s of training")
     n = model.n_classes
-    if meta.get("instances") == "boundary":
+    if learns_boundaries(model):
         parts.append("objects (learnt from instance masks)")
     else:
         parts.append("1 class" if n == 1 else f"{n} classes")
     parts.append(f"{model.in_channels} channel" + ("s" if model.in_channels > 1 else ""))
-    dice = history[-1].get("val_dice") if history else None
+    dice = last_val_dice(model)
     if dice is not None:
         parts.append(f"val Dice {dice:.2f}")
     return " · ".join(parts)

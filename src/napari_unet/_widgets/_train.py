@@ -78,7 +78,7 @@ def _warm_up_in_background() -> None:
         try:
             if _warm_up_cancel.is_set():
                 return
-            from ..runtime import warm_up
+            from ..inference import warm_up
 
             warm_up(should_stop=_warm_up_cancel.is_set)
         except Exception:  # only an optimization: training works the same without it
@@ -708,7 +708,7 @@ class TrainWidget(Container):
     def _pseudo_cache(self):
         """Pseudo-labelling work (pixel features, finished planes) kept across Train clicks of this widget."""
         if getattr(self, "_pseudo", None) is None:
-            from ..pseudo import PseudoCache
+            from ..training.pseudo import PseudoCache
 
             self._pseudo = PseudoCache()
         return self._pseudo

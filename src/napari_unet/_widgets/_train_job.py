@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..training.events import Notice, Preview, Round, View
 
 log = logging.getLogger("napari_unet")
 
@@ -30,25 +31,6 @@ _LARGE_PLANE = 4096 * 4096  # above this, the preview normalizes only the region
 
 
 @dataclass(frozen=True)
-class View:
-    """The region the user looks at: image number, leading (Z/T) index, and a box in the plane."""
-
-    image: int
-    plane: tuple[int, ...]
-    rows: tuple[int, int]
-    cols: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class Round:
-    number: int  # 1, 2, ...
-    step: int  # global step at which the round starts
-    mode: str  # 'sparse' or 'dense'
-    n_classes: int
-    annotated: int  # annotated pixels used for training
-
-
-@dataclass(frozen=True)
 class Tick:
     step: int  # global over rounds
     loss: float
@@ -56,18 +38,6 @@ class Tick:
     fraction: float  # 0..1 of the whole budget
     val_dice: float | None = None
     epoch: bool = False  # True on epoch ends (val_dice is fresh)
-
-
-@dataclass(frozen=True)
-class Preview:
-    view: View
-    labels: np.ndarray  # (rows, cols) class labels of the view box
-    step: int
-
-
-@dataclass(frozen=True)
-class Notice:
-    message: str
 
 
 class Inbox:
@@ -134,11 +104,12 @@ class _Previewer:
         self.cache: dict[tuple, np.ndarray] = {}
 
     def __call__(self, model, view: View) -> np.ndarray:
-        from ..data import normalize
-        from ..prediction import predict_proba_plane, predicts_boundaries, probabilities_to_labels
+        from ..meta import normalization_rule, predicts_boundaries
+        from ..normalization import normalize
+        from ..prediction import predict_proba_plane, probabilities_to_labels
 
         image = self.images[view.image]
-        rule = model.meta.get("normalization")
+        rule = normalization_rule(model)
         (r0, r1), (c0, c1) = view.rows, view.cols
         key = (view.image, view.plane)
         if key in self.cache:
@@ -189,7 +160,7 @@ def train_rounds(
     replace it once the U-Net beats the forest on the held-out strokes (or, without held-out strokes, after
     ``UNET_PREVIEW_MIN_STEPS`` steps).
     """
-    from ..pseudo import PseudoCache
+    from ..training.pseudo import PseudoCache
 
     rgb = list(rgb) if rgb is not None else [False] * len(images)
     previewer = _Previewer(images, rgb)

@@ -14,231 +14,28 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from . import __version__
-from .data import (
-    DEFAULT_NORMALIZATION,
-    IGNORE,
-    PSEUDO,
-    Augmentation,
-    PatchSampler,
-    Sample,
-    _integer_labels,
-    check_fits,
-    check_image,
-    count_classes,
-    guess_channel_axis,
-    iter_slices,
-    labels_to_target,
-    normalize,
-    spatial_shape,
-)
-from .errors import InputError
-from .labels import resolve_label_mode
+from .. import __version__
+from ..errors import InputError
+from ..images import check_fits, check_image, guess_channel_axis, iter_slices, spatial_shape
+from ..labels import IGNORE, PSEUDO, _integer_labels, count_classes, labels_to_target, resolve_label_mode
+from ..model import UNet
+from ..normalization import DEFAULT_NORMALIZATION, normalize
+from ..runtime import autocast, pick_device, pick_precision, prepare_module
+from .augmentation import Augmentation
+from .config import MAX_BAD_STEPS, SELF_TRAIN_MIN_STEPS, SHORT_RUN_STEPS, TrainConfig, make_config
+from .events import Done, Epoch, Event, Prepared, Preparing, Step
 from .losses import segmentation_loss, sparse_loss
-from .model import UNet
-from .runtime import autocast, pick_device, pick_precision, prepare_module
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of training, with defaults that work for a few strokes or a few masks on a laptop CPU."""
-
-    # seconds of wall time from the start (preparation and pseudo-labels included); with `until_plateau` a
-    # ceiling: training ends sooner once the held-out Dice (or, without validation, the loss) stops improving.
-    # None: stop after `epochs`
-    time_limit: float | None = 120.0
-    epochs: int | None = None  # None: stop at the time limit (or the plateau)
-    # end when no epoch improved for `patience` epochs, after a short annealing (not when `epochs` is given)
-    until_plateau: bool = True
-    patience: int = 5  # epochs (of steps_per_epoch steps) without improvement that make a plateau
-    min_steps: int = 150  # no plateau is declared before this many steps
-    steps_per_epoch: int = 20
-    batch_size: int = 8
-    patch_size: int = 128
-    learning_rate: float = 2e-3
-    min_lr_fraction: float = 0.05  # cosine decay over the run down to this fraction of learning_rate
-    # where this run starts in the cosine schedule (0..1), with no new warm-up: later rounds of one session
-    # (new strokes painted during training) continue the decay instead of restarting at the full rate
-    schedule_start: float = 0.0
-    filters: int = 16
-    depth: int = 4
-    dropout: float = 0.0
-    augment: bool = True
-    elastic: float = 0.5  # probability of elastic deformation per patch
-    # brightness factor in [1 / (1 + contrast), 1 + contrast] (see data.Augmentation); None: 1.0 for scribbles
-    # (+0.04 Dice on the strokes benchmark: a model learnt from a few strokes otherwise keys on absolute levels,
-    # which per-image percentile normalization leaves image-dependent), 0 for complete masks
-    contrast: float | None = None
-    blur: float = 0.0  # probability of a Gaussian blur per patch
-    val_fraction: float = 0.1  # annotated pixels held out (in blocks) for validation Dice
-    class_balance: bool | None = None  # None: on for scribbles, off for complete masks
-    # scribbles only: dense pseudo-labels (random forest on pixel features, boundaries snapped to edges by a
-    # watershed) as extra supervision weighted by pseudo_weight; computed inside the time limit. See pseudo.py
-    pseudo_labels: str = "auto"  # 'auto' (= 'forest' for scribbles, 'none' for complete masks), 'forest', 'none'
-    pseudo_weight: float = 2.0
-    pseudo_confidence: float = 0.75  # forest probability above which a pixel seeds the watershed
-    # at most this fraction of time_limit goes to pseudo-labels; tiles not reached keep their strokes only
-    pseudo_time: float = 0.3
-    self_training: float = 0.5  # > 0: at this fraction of the run, redo the pseudo-labels from the U-Net itself
-    dice_weight: float = 1.0
-    mode: str = "auto"  # 'sparse', 'dense' or 'auto'
-    multiclass: bool = False  # dense labels are class ids rather than foreground/instances
-    # learn object boundaries (background / interior / boundary, see instances.py) so prediction separates
-    # touching objects; None: when dense labels are instance masks (ids > 1) and multiclass is off
-    instances: bool | None = None
-    # 'auto': detect RGB-like trailing axes (or the model's channel count); None: no channel axis; else the axis
-    # (the same sentinel as predict's channel_axis)
-    channel_axis: int | None | str = "auto"
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.time_limit is None and self.epochs is None:
-            raise InputError("Give a time limit or a number of epochs, or training would never end.")
-        if self.time_limit is not None and not self.time_limit > 0:
-            raise InputError(f"time_limit must be > 0 seconds, got {self.time_limit}.")
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise InputError(f"epochs must be a whole number >= 1, got {self.epochs}.")
-        for name in ("steps_per_epoch", "batch_size", "patch_size", "filters", "depth"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise InputError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}.")
-        if self.patch_size < 16:
-            raise InputError(f"patch_size must be at least 16 pixels, got {self.patch_size}.")
-        if not 0 <= self.schedule_start < 1:
-            raise InputError(f"schedule_start must be in [0, 1), got {self.schedule_start}.")
-        if not self.learning_rate > 0:
-            raise InputError(f"learning_rate must be > 0, got {self.learning_rate}.")
-        if not 0 <= self.val_fraction < 0.5:
-            raise InputError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}.")
-        if isinstance(self.channel_axis, str) and self.channel_axis != "auto":
-            raise InputError(f"channel_axis must be 'auto', None or an axis number, got {self.channel_axis!r}.")
-        if self.mode not in ("auto", "sparse", "dense"):
-            raise InputError(f"mode must be 'auto', 'sparse' or 'dense', got {self.mode!r}.")
-        if self.pseudo_labels not in ("auto", "forest", "none"):
-            raise InputError(f"pseudo_labels must be 'auto', 'forest' or 'none', got {self.pseudo_labels!r}.")
-        if self.contrast is not None and not self.contrast >= 0:
-            raise InputError(f"contrast must be >= 0, got {self.contrast}.")
-        if not 0 <= self.self_training < 1:
-            raise InputError(f"self_training must be in [0, 1), got {self.self_training}.")
-        if not self.pseudo_weight >= 0:
-            raise InputError(f"pseudo_weight must be >= 0, got {self.pseudo_weight}.")
-        if not 0 < self.pseudo_time <= 1:
-            raise InputError(f"pseudo_time must be in (0, 1], got {self.pseudo_time}.")
-        if not isinstance(self.patience, int) or self.patience < 1:
-            raise InputError(f"patience must be a whole number of epochs >= 1, got {self.patience!r}.")
-        if not isinstance(self.min_steps, int) or self.min_steps < 0:
-            raise InputError(f"min_steps must be a whole number >= 0, got {self.min_steps!r}.")
-        if not 0.5 <= self.pseudo_confidence < 1:
-            raise InputError(f"pseudo_confidence must be in [0.5, 1), got {self.pseudo_confidence}.")
-
-
-def make_config(config: TrainConfig | None = None, **overrides) -> TrainConfig:
-    """A config from defaults or a base config, with keyword overrides checked by name."""
-    base = config or TrainConfig()
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(overrides) - names
-    if unknown:
-        raise InputError(f"Unknown training option(s) {sorted(unknown)}; known: {sorted(names)}.")
-    return dataclasses.replace(base, **overrides)
-
+from .patches import PatchSampler, Sample
+from .validation import split_validation
 
 # ---------------------------------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True)
-class Step:
-    step: int
-    epoch: int
-    loss: float
-    elapsed: float
-    fraction: float  # 0..1 of the run (time or epochs, whichever is further)
-
-
-@dataclass(frozen=True)
-class Preparing:
-    """Pseudo-labels under way (scribbles only): ``done`` of ``total`` tiles."""
-
-    done: int
-    total: int
-    elapsed: float
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Training data ready; for scribbles, the forest's pseudo-labels can serve as a first preview."""
-
-    elapsed: float
-    pseudo_tiles: int  # tiles pseudo-labelled (0 without pseudo-labels)
-    pseudo_total: int  # tiles that needed them
-    forest_val_dice: float | None  # the forest's Dice on the held-out strokes, to compare the U-Net with
-
-
-@dataclass(frozen=True)
-class Epoch:
-    epoch: int
-    step: int
-    loss: float  # mean over the epoch
-    val_dice: float | None  # Dice on held-out annotated pixels; None when too little was annotated
-    elapsed: float
-    fraction: float
-
-
-@dataclass(frozen=True)
-class Done:
-    model: UNet = field(repr=False)
-    steps: int
-    epochs: int
-    elapsed: float
-    loss: float | None
-    val_dice: float | None
-    stopped: bool  # True when stop() ended the run early
-    skipped: int = 0  # steps skipped because the loss or a gradient was NaN or inf
-    plateau: bool = False  # True when training ended because it stopped improving
-    forest_val_dice: float | None = None  # the pseudo-labelling forest's held-out Dice (scribbles)
-
-
-Event = Preparing | Prepared | Step | Epoch | Done
-
-TRUSTED_STEPS = 100  # fewer steps than this: the model is flagged as not to be trusted yet
-
-
-def trust_warning(done: Done) -> str | None:
-    """A plain sentence when a model has had too little training to be trusted, with what to do; else None."""
-    if done.steps == 0:
-        return "The model was not trained at all (0 steps): train again and let it run."
-    rate = done.steps / max(done.elapsed, 1e-9)
-    reasons = []
-    if done.steps < TRUSTED_STEPS:
-        reasons.append(f"only {done.steps} training steps ran in {done.elapsed:.0f} s ({rate:.1f} steps/s here)")
-    if done.val_dice is not None and done.val_dice < 0.5:
-        reasons.append(f"its Dice on held-out annotations is only {done.val_dice:.2f}")
-    if done.val_dice is not None and done.forest_val_dice is not None and done.val_dice < done.forest_val_dice:
-        reasons.append(
-            f"it is still behind the quick forest of the first preview on held-out strokes "
-            f"({done.val_dice:.2f} vs {done.forest_val_dice:.2f})"
-        )
-    if not reasons:
-        return None
-    return (
-        f"Not to be trusted yet: {'; '.join(reasons)}. Train longer (a higher time limit, or Train again to "
-        "continue from this model), close programs that use the CPU, or annotate more."
-    )
-
-
 # ---------------------------------------------------------------------------------------------- trainer
-
-
-MAX_BAD_STEPS = 10  # non-finite losses in a row before training stops (keeping the last good weights)
-
-
-SHORT_RUN_STEPS = 100  # a budget that affords fewer steps than this trains on smaller patches and batches
-SELF_TRAIN_MIN_STEPS = 100  # self-training waits for this many steps where no held-out strokes say more
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
@@ -317,7 +114,7 @@ class Trainer:
                 )
             target = labels_to_target(lab, self.mode, cfg.multiclass)
             if self.instances:
-                from .instances import boundary_target
+                from ..instances import boundary_target
 
                 target = boundary_target(lab)
             check_finite = np.dtype(img.dtype).kind == "f"
@@ -375,7 +172,7 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.train_samples, self.val_blocks = _split_validation(samples, cfg.val_fraction, self.rng, cfg.patch_size)
+        self.train_samples, self.val_blocks = split_validation(samples, cfg.val_fraction, self.rng, cfg.patch_size)
         # pixels held out for validation must not come back as pseudo-labels
         self._held_out = [(s.target >= 0) & (t.target < 0) for s, t in zip(samples, self.train_samples, strict=True)]
         pseudo = cfg.pseudo_labels if cfg.pseudo_labels != "auto" else ("forest" if self.mode == "sparse" else "none")
@@ -528,7 +325,7 @@ class Trainer:
     def refresh_pseudo_labels(self, deadline: float = math.inf) -> None:
         """Self-training: new pseudo-labels from the U-Net's own confident pixels, snapped to edges, on the tiles
         that have pseudo-labels, until the deadline or ``stop()``."""
-        from .prediction import predict_proba_plane
+        from ..prediction import predict_proba_plane
         from .pseudo import merge, outer_box, snap_to_edges, tile_boxes
 
         if self.labeler is None:
@@ -787,7 +584,7 @@ class Trainer:
 
 def _learn_instances(cfg: TrainConfig, mode: str, labels: list[np.ndarray], model: UNet | None) -> bool:
     """Whether to train the boundary target (see ``TrainConfig.instances``)."""
-    from .instances import is_instance_labels
+    from ..labels import is_instance_labels
 
     possible = mode == "dense" and not cfg.multiclass
     if cfg.instances:
@@ -807,7 +604,7 @@ def _learn_instances(cfg: TrainConfig, mode: str, labels: list[np.ndarray], mode
 def _object_size(mode: str, instances: bool, labels: list[np.ndarray], model: UNet | None) -> float | None:
     """Typical object diameter from scribbles or instance masks (see instances.py); a fine-tuned model keeps
     its own otherwise."""
-    from .instances import object_size_from_masks, object_size_from_strokes
+    from ..instances import object_size_from_masks, object_size_from_strokes
 
     size = None
     if mode == "sparse" or instances:
@@ -817,77 +614,6 @@ def _object_size(mode: str, instances: bool, labels: list[np.ndarray], model: UN
     if size is None and model is not None:
         size = model.meta.get("object_size")
     return size
-
-
-@dataclass
-class _ValBlock:
-    window: np.ndarray  # (C, P, P) normalized image around the block
-    inner: tuple[slice, slice]  # where the block lies inside the window
-    target: np.ndarray  # held-out target of the block
-    sample: int = 0  # which sample (plane) the block comes from
-    where: tuple[slice, slice] = (slice(0), slice(0))  # where the block lies in that plane
-
-
-def _split_validation(
-    samples: list[Sample], fraction: float, rng: np.random.Generator, patch: int
-) -> tuple[list[Sample], list[_ValBlock]]:
-    """Hold out square blocks of annotation until ``fraction`` of the annotated pixels is set aside.
-
-    Blocks (not random pixels) keep neighbouring, near-identical pixels out of training, so validation
-    Dice says something about generalization. When too little is annotated, or holding out would remove
-    a class from training, there is no validation.
-    """
-    total = sum(int(np.count_nonzero(s.target >= 0)) for s in samples)
-    if fraction <= 0 or total < 2000:
-        return samples, []
-    block = max(16, patch // 4)
-    candidates = []
-    for i, s in enumerate(samples):
-        h, w = s.target.shape
-        for y in range(0, h - block + 1, block):
-            for x in range(0, w - block + 1, block):
-                n = int(np.count_nonzero(s.target[y : y + block, x : x + block] >= 0))
-                if n:
-                    candidates.append((i, y, x, n))
-    order = rng.permutation(len(candidates))
-    picked, held = [], 0
-    for j in order:
-        if held >= fraction * total or len(picked) >= 64:
-            break
-        picked.append(candidates[j])
-        held += candidates[j][3]
-    train_targets = [s.target.copy() for s in samples]
-    for i, y, x, _ in picked:
-        train_targets[i][y : y + block, x : x + block] = IGNORE
-    before = set(np.unique(np.concatenate([s.target[s.target >= 0] for s in samples])).tolist())
-    after = set(np.unique(np.concatenate([t[t >= 0] for t in train_targets])).tolist())
-    if after != before or not picked:
-        return samples, []
-    blocks = []
-    for i, y, x, _ in picked:
-        img = samples[i].image
-        h, w = samples[i].target.shape
-        p = min(patch, h, w)
-        wy = int(np.clip(y + block // 2 - p // 2, 0, h - p))
-        wx = int(np.clip(x + block // 2 - p // 2, 0, w - p))
-        if p < block:
-            continue
-        blocks.append(
-            _ValBlock(
-                np.ascontiguousarray(img[:, wy : wy + p, wx : wx + p]),
-                (slice(y - wy, y - wy + block), slice(x - wx, x - wx + block)),
-                samples[i].target[y : y + block, x : x + block].copy(),
-                i,
-                (slice(y, y + block), slice(x, x + block)),
-            )
-        )
-    # windows must share one size to batch; blocks from images smaller than the patch are skipped
-    sizes = {b.window.shape for b in blocks}
-    if len(sizes) > 1:
-        common = max(sizes, key=lambda s: sum(b.window.shape == s for b in blocks))
-        blocks = [b for b in blocks if b.window.shape == common]
-    train = [Sample(s.image, t) for s, t in zip(samples, train_targets, strict=True)]
-    return train, blocks
 
 
 def train(

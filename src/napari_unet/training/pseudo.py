@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import IGNORE, PSEUDO
+from ..labels import IGNORE, PSEUDO
 
 
 def pixel_features(plane: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0) -> np.ndarray:

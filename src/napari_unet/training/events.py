@@ -1,0 +1,104 @@
+"""The one vocabulary of training events, for the core loop, the train session the widget runs, and the CLI.
+
+``Trainer.run()`` yields ``Preparing``, ``Prepared``, ``Step``, ``Epoch`` and finally ``Done``, which carries
+the trained model. A train session (``jobs.train_session``: rounds of training while the user paints) yields
+the same events, with steps counted over the whole session, plus ``Round``, ``Preview`` and ``Notice``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..model import UNet
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    epoch: int
+    loss: float
+    elapsed: float
+    fraction: float  # 0..1 of the run (time or epochs, whichever is further)
+
+
+@dataclass(frozen=True)
+class Preparing:
+    """Pseudo-labels under way (scribbles only): ``done`` of ``total`` tiles."""
+
+    done: int
+    total: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Training data ready; for scribbles, the forest's pseudo-labels can serve as a first preview."""
+
+    elapsed: float
+    pseudo_tiles: int  # tiles pseudo-labelled (0 without pseudo-labels)
+    pseudo_total: int  # tiles that needed them
+    forest_val_dice: float | None  # the forest's Dice on the held-out strokes, to compare the U-Net with
+
+
+@dataclass(frozen=True)
+class Epoch:
+    epoch: int
+    step: int
+    loss: float  # mean over the epoch
+    val_dice: float | None  # Dice on held-out annotated pixels; None when too little was annotated
+    elapsed: float
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Done:
+    model: UNet = field(repr=False)
+    steps: int
+    epochs: int
+    elapsed: float
+    loss: float | None
+    val_dice: float | None
+    stopped: bool  # True when stop() ended the run early
+    skipped: int = 0  # steps skipped because the loss or a gradient was NaN or inf
+    plateau: bool = False  # True when training ended because it stopped improving
+    forest_val_dice: float | None = None  # the pseudo-labelling forest's held-out Dice (scribbles)
+
+
+@dataclass(frozen=True)
+class View:
+    """The region the user looks at: image number, leading (Z/T) index, and a box in the plane."""
+
+    image: int
+    plane: tuple[int, ...]
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Round:
+    number: int  # 1, 2, ...
+    step: int  # global step at which the round starts
+    mode: str  # 'sparse' or 'dense'
+    n_classes: int
+    annotated: int  # annotated pixels used for training
+
+
+@dataclass(frozen=True)
+class Preview:
+    view: View
+    labels: np.ndarray  # (rows, cols) class labels of the view box
+    step: int
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+
+
+#: what ``Trainer.run()`` yields; a train session adds ``Round``, ``Preview`` and ``Notice``
+Event = Preparing | Prepared | Step | Epoch | Done
+SessionEvent = Event | Round | Preview | Notice

@@ -1,0 +1,82 @@
+"""Training samples and the patch sampler that favours annotated pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..labels import IGNORE, PSEUDO
+
+
+@dataclass
+class Sample:
+    """One training image: normalized (C, H, W) float32 and its target (H, W) int16."""
+
+    image: np.ndarray
+    target: np.ndarray
+
+
+class PatchSampler:
+    """Random patches that favour annotated pixels, class by class, so a few strokes are seen often.
+
+    With probability ``p_annotated`` a patch is centred (with jitter) on an annotated pixel of a class drawn
+    uniformly, otherwise it is placed uniformly. Images smaller than the patch are padded (target: ignore).
+    """
+
+    def __init__(
+        self, samples: Sequence[Sample], patch_size: int, rng: np.random.Generator, p_annotated: float = 0.8
+    ) -> None:
+        self.patch = int(patch_size)
+        self.rng = rng
+        self.p_annotated = p_annotated
+        self.images: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        self.coords: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for i, s in enumerate(samples):
+            img, tgt = self._pad(s.image, s.target)
+            self.images.append(img)
+            self.targets.append(tgt)
+            for cls in np.unique(tgt[(tgt >= 0) & (tgt < PSEUDO)]):  # centre on strokes, not pseudo-labels
+                pts = np.argwhere(tgt == cls).astype(np.int32)
+                if len(pts) > 200_000:  # keep memory bounded on huge dense masks
+                    pts = pts[rng.choice(len(pts), 200_000, replace=False)]
+                self.coords.setdefault(int(cls), []).append((i, pts))
+        self.weights = np.array([max(1, np.count_nonzero(t >= 0)) for t in self.targets], dtype=float)
+        self.weights /= self.weights.sum()
+
+    def _pad(self, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = target.shape
+        ph, pw = max(0, self.patch - h), max(0, self.patch - w)
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "edge"
+            image = np.pad(image, ((0, 0), (0, ph), (0, pw)), mode=mode)
+            target = np.pad(target, ((0, ph), (0, pw)), constant_values=IGNORE)
+        return np.ascontiguousarray(image), np.ascontiguousarray(target)
+
+    def _origin(self) -> tuple[int, int, int]:
+        p, rng = self.patch, self.rng
+        if self.coords and rng.random() < self.p_annotated:
+            cls = list(self.coords)[rng.integers(len(self.coords))]
+            entries = self.coords[cls]
+            i, pts = entries[rng.integers(len(entries))]
+            y, x = pts[rng.integers(len(pts))]
+            h, w = self.targets[i].shape
+            y0 = int(np.clip(y - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, h - p))
+            x0 = int(np.clip(x - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, w - p))
+            return i, y0, x0
+        i = int(rng.choice(len(self.images), p=self.weights))
+        h, w = self.targets[i].shape
+        return i, int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (B, C, P, P) float32 image batch and (B, P, P) int64 target batch."""
+        p = self.patch
+        xs, ys = [], []
+        for _ in range(batch_size):
+            i, y0, x0 = self._origin()
+            xs.append(self.images[i][:, y0 : y0 + p, x0 : x0 + p])
+            ys.append(self.targets[i][y0 : y0 + p, x0 : x0 + p])
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))

@@ -1,0 +1,106 @@
+"""Held-out validation: blocks of annotation set aside, their Dice, and the verdict on a finished run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..labels import IGNORE
+from .config import TRUSTED_STEPS
+from .events import Done
+from .patches import Sample
+
+
+def trust_warning(done: Done) -> str | None:
+    """A plain sentence when a model has had too little training to be trusted, with what to do; else None."""
+    if done.steps == 0:
+        return "The model was not trained at all (0 steps): train again and let it run."
+    rate = done.steps / max(done.elapsed, 1e-9)
+    reasons = []
+    if done.steps < TRUSTED_STEPS:
+        reasons.append(f"only {done.steps} training steps ran in {done.elapsed:.0f} s ({rate:.1f} steps/s here)")
+    if done.val_dice is not None and done.val_dice < 0.5:
+        reasons.append(f"its Dice on held-out annotations is only {done.val_dice:.2f}")
+    if done.val_dice is not None and done.forest_val_dice is not None and done.val_dice < done.forest_val_dice:
+        reasons.append(
+            f"it is still behind the quick forest of the first preview on held-out strokes "
+            f"({done.val_dice:.2f} vs {done.forest_val_dice:.2f})"
+        )
+    if not reasons:
+        return None
+    return (
+        f"Not to be trusted yet: {'; '.join(reasons)}. Train longer (a higher time limit, or Train again to "
+        "continue from this model), close programs that use the CPU, or annotate more."
+    )
+
+
+@dataclass
+class ValBlock:
+    window: np.ndarray  # (C, P, P) normalized image around the block
+    inner: tuple[slice, slice]  # where the block lies inside the window
+    target: np.ndarray  # held-out target of the block
+    sample: int = 0  # which sample (plane) the block comes from
+    where: tuple[slice, slice] = (slice(0), slice(0))  # where the block lies in that plane
+
+
+def split_validation(
+    samples: list[Sample], fraction: float, rng: np.random.Generator, patch: int
+) -> tuple[list[Sample], list[ValBlock]]:
+    """Hold out square blocks of annotation until ``fraction`` of the annotated pixels is set aside.
+
+    Blocks (not random pixels) keep neighbouring, near-identical pixels out of training, so validation
+    Dice says something about generalization. When too little is annotated, or holding out would remove
+    a class from training, there is no validation.
+    """
+    total = sum(int(np.count_nonzero(s.target >= 0)) for s in samples)
+    if fraction <= 0 or total < 2000:
+        return samples, []
+    block = max(16, patch // 4)
+    candidates = []
+    for i, s in enumerate(samples):
+        h, w = s.target.shape
+        for y in range(0, h - block + 1, block):
+            for x in range(0, w - block + 1, block):
+                n = int(np.count_nonzero(s.target[y : y + block, x : x + block] >= 0))
+                if n:
+                    candidates.append((i, y, x, n))
+    order = rng.permutation(len(candidates))
+    picked, held = [], 0
+    for j in order:
+        if held >= fraction * total or len(picked) >= 64:
+            break
+        picked.append(candidates[j])
+        held += candidates[j][3]
+    train_targets = [s.target.copy() for s in samples]
+    for i, y, x, _ in picked:
+        train_targets[i][y : y + block, x : x + block] = IGNORE
+    before = set(np.unique(np.concatenate([s.target[s.target >= 0] for s in samples])).tolist())
+    after = set(np.unique(np.concatenate([t[t >= 0] for t in train_targets])).tolist())
+    if after != before or not picked:
+        return samples, []
+    blocks = []
+    for i, y, x, _ in picked:
+        img = samples[i].image
+        h, w = samples[i].target.shape
+        p = min(patch, h, w)
+        wy = int(np.clip(y + block // 2 - p // 2, 0, h - p))
+        wx = int(np.clip(x + block // 2 - p // 2, 0, w - p))
+        if p < block:
+            continue
+        blocks.append(
+            ValBlock(
+                np.ascontiguousarray(img[:, wy : wy + p, wx : wx + p]),
+                (slice(y - wy, y - wy + block), slice(x - wx, x - wx + block)),
+                samples[i].target[y : y + block, x : x + block].copy(),
+                i,
+                (slice(y, y + block), slice(x, x + block)),
+            )
+        )
+    # windows must share one size to batch; blocks from images smaller than the patch are skipped
+    sizes = {b.window.shape for b in blocks}
+    if len(sizes) > 1:
+        common = max(sizes, key=lambda s: sum(b.window.shape == s for b in blocks))
+        blocks = [b for b in blocks if b.window.shape == common]
+    train = [Sample(s.image, t) for s, t in zip(samples, train_targets, strict=True)]
+    return train, blocks
