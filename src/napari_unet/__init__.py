@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401  (napari_unet.__version__)
 
 _EXPORTS = {
     "load_model": "checkpoint",

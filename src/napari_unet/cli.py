@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import signal
 import sys
@@ -217,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 
@@ -527,21 +526,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- evaluate
 
 
-def write_table_csv(rows: Sequence[dict], path: str | Path) -> None:
-    """The table as CSV, with the mean row the printed table shows when there is more than one row."""
-    from .metrics import COLUMNS, mean_row
-
-    rows = list(rows) + ([mean_row(rows)] if len(rows) > 1 else [])
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in COLUMNS if k in r})
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .io import read_image
-    from .metrics import evaluate, format_table
+    from .metrics import evaluate, format_table, write_table_csv
 
     if len(args.pred) != len(args.truth):
         raise InputError(f"{len(args.pred)} --pred files but {len(args.truth)} --truth files: give them in pairs.")
@@ -578,7 +565,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .checkpoint import save_model
     from .contours import label_contours, write_contours
     from .io import check_writable, write_labels
-    from .metrics import evaluate, format_table, instance_scores
+    from .metrics import evaluate, format_table, instance_scores, write_table_csv
     from .normalization import normalize
     from .prediction import predict
     from .sample_data import nuclei, nuclei_labels

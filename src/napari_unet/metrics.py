@@ -15,7 +15,9 @@ the counts pooled.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -305,3 +307,14 @@ def count_objects(labels: np.ndarray) -> int:
         ids = np.unique(as_objects(labels[idx]))
         total += int(np.count_nonzero(ids))
     return total
+
+
+def write_table_csv(rows: Sequence[dict], path: str | Path) -> None:
+    """The table as CSV, with the mean row the printed table shows when there is more than one row."""
+
+    rows = list(rows) + ([mean_row(rows)] if len(rows) > 1 else [])
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in COLUMNS if k in r})

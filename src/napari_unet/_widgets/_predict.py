@@ -25,6 +25,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import InputError
+from . import _colors as colors
 from . import _common as c
 from ._label_images import picture_images
 from ._state import describe_model, get_store
@@ -470,7 +471,7 @@ class PredictWidget(Container):
             },
         )
         if not self._instances.value:  # classes in the palette of the strokes, legend and preview
-            layer.colormap = c.class_colormap(max(1, getattr(self, "_n_classes", 1)))
+            layer.colormap = colors.class_colormap(max(1, getattr(self, "_n_classes", 1)))
         layer.contour = 1 if self._contours.value else 0
         layer.editable = False  # the job writes planes into its array: no painting until the image is done
         self._layers[k] = layer

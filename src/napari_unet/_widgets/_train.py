@@ -28,6 +28,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QTimer
 
 from ..errors import InputError
+from . import _colors as colors
 from . import _common as c
 from ._label_images import picture_images
 from ._pairing import PairingMemory
@@ -524,7 +525,7 @@ class TrainWidget(Container):
             name=name,
             scale=image.scale,
             translate=image.translate,
-            colormap=c.scribble_colormap(2),
+            colormap=colors.scribble_colormap(2),
             metadata={c.ROLE_KEY: c.SCRIBBLES},
             opacity=0.9,
         )
@@ -552,7 +553,7 @@ class TrainWidget(Container):
             n = self._n_labels.get(id(layer), max(2, _max_label(layer))) + 1
             self._n_labels[id(layer)] = n
             if c.role(layer) == c.SCRIBBLES:
-                layer.colormap = c.scribble_colormap(n)
+                layer.colormap = colors.scribble_colormap(n)
                 _set_features(layer, n)
             layer.selected_label = n
         else:  # complete masks: classes are 1..max, the next one is max + 1
@@ -574,7 +575,7 @@ class TrainWidget(Container):
         layer = self._legend_layer()
 
         def swatch(value: int) -> str:
-            color = c.hex_color(layer, value) if layer is not None else c.scribble_color(value)
+            color = colors.hex_color(layer, value) if layer is not None else colors.scribble_color(value)
             return f"<span style='color:{color}'>&#9632;</span>"
 
         if self._mode.value == "sparse":
@@ -882,7 +883,7 @@ class TrainWidget(Container):
             scale=image.scale,
             translate=translate,
             opacity=0.45,
-            colormap=c.class_colormap(max(n_classes, 1)),
+            colormap=colors.class_colormap(max(n_classes, 1)),
             metadata={c.ROLE_KEY: c.PREVIEW},
         )
         layer.editable = False
@@ -926,7 +927,7 @@ class TrainWidget(Container):
             if layer is None:
                 layer = self._add_preview_layer(image, data, translate, n_max)
         if n_max > len(layer.colormap.color_dict) - 2:
-            layer.colormap = c.class_colormap(n_max)
+            layer.colormap = colors.class_colormap(n_max)
         if not np.allclose(np.asarray(layer.translate, float), translate):
             layer.translate = translate
         if mirrored is not None:

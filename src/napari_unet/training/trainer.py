@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InputError
 from ..images import check_fits, check_image, guess_channel_axis, iter_slices, spatial_shape
 from ..labels import IGNORE, PSEUDO, _integer_labels, count_classes, labels_to_target, resolve_label_mode
+from ..meta import VERSION
 from ..model import UNet
 from ..normalization import DEFAULT_NORMALIZATION, normalize
 from ..runtime import autocast, pick_device, pick_precision, prepare_module
@@ -561,7 +562,7 @@ class Trainer:
                 "multiclass": self.config.multiclass,
                 "instances": "boundary" if self.instances else None,
                 "object_size": self.object_size,
-                "napari_unet_version": __version__,
+                VERSION: __version__,
                 "training": {
                     "config": dataclasses.asdict(self.config),
                     "history": history,
