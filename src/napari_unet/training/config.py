@@ -126,3 +126,18 @@ SHORT_RUN_STEPS = 100  # a budget that affords fewer steps than this trains on s
 
 
 SELF_TRAIN_MIN_STEPS = 100  # self-training waits for this many steps where no held-out strokes say more
+
+
+def default(name: str):
+    """The default of one ``TrainConfig`` field: what the CLI's help and the widget's spin boxes show."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == name:
+            return f.default
+    raise KeyError(f"TrainConfig has no field {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------- the session
+# defaults of a train session in the viewer (the Train dock), beside the training defaults above
+
+PREVIEW_INTERVAL = 3.0  # seconds between live previews
+MIN_ROUND_SECONDS = 2.0  # new strokes are taken in at most this often
