@@ -40,7 +40,7 @@ def _member(package: Path, name: str, tmp_path: Path) -> Path:
 
 
 def test_package_passes_bioimageio_validation(package):
-    from napari_unet.export import validate_package
+    from napari_unet.packages import validate_package
 
     summary = validate_package(package)
     assert summary["status"] in ("passed", "valid-format"), summary["error"]
@@ -131,7 +131,7 @@ print('ok')
 
 
 def test_multiclass_export_validates(tmp_path):
-    from napari_unet.export import validate_package
+    from napari_unet.packages import validate_package
 
     model = UNet(in_channels=2, n_classes=2, filters=4, depth=2).eval()
     rng = np.random.default_rng(0)

@@ -16,6 +16,7 @@ from .errors import InputError
 from .io import atomic_path
 from .meta import check_meta
 from .model import UNet
+from .packages import is_package, read_package
 
 FORMAT = "napari-unet-model"
 FORMAT_VERSION = 1
@@ -51,8 +52,6 @@ def load_model(path: str | Path) -> UNet:
     Junk, damaged or foreign files raise ``InputError``.
     """
     p = Path(path)
-    from .export import is_package, read_package
-
     if is_package(p):
         config, meta, state = read_package(p)
         return _build(p, config, meta, state, "package")
