@@ -8,8 +8,8 @@ import pytest
 da = pytest.importorskip("dask.array")
 
 from napari_unet import iter_predict, predict  # noqa: E402
-from napari_unet.distributed import apply_stats, plane_stats, predict_dask  # noqa: E402
-from napari_unet.normalization import normalize  # noqa: E402
+from napari_unet.distributed import predict_dask  # noqa: E402
+from napari_unet.normalization import apply_stats, normalize, plane_stats  # noqa: E402
 
 
 @pytest.fixture

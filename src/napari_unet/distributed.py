@@ -47,6 +47,28 @@ def _stats_block(block: np.ndarray, rule: dict) -> np.ndarray:
     return stats.reshape(*lead, *stats.shape)
 
 
+def _normalization_stats(arr, rule: dict) -> np.ndarray:
+    """Every plane's normalization statistics (..., C, 2) of a (..., C, H, W) dask array, computed now.
+
+    From the strided sample that ``normalize`` would take, one small task per plane; the result is small and
+    travels inside the prediction graph, so every block of a plane sees the same scaling.
+    """
+    import dask
+
+    nd = arr.ndim
+    step = sample_step(*arr.shape[-2:])
+    sample = arr[..., ::step, ::step].rechunk((1,) * (nd - 3) + (-1, -1, -1))
+    stats_lazy = sample.map_blocks(
+        _stats_block,
+        rule,
+        dtype=np.float64,
+        drop_axis=nd - 1,
+        chunks=(*((1,) * (nd - 3)), arr.shape[-3], 2),
+    )
+    (stats,) = dask.compute(stats_lazy)
+    return stats
+
+
 # one inference network per worker process and model, instead of one per block
 _NETS: dict[tuple, tuple[UNet, torch.nn.Module]] = {}
 _NETS_LOCK = threading.Lock()
@@ -126,7 +148,6 @@ def predict_dask(
     differences elsewhere. ``instances`` are not available blockwise (ids would collide between blocks):
     use ``predict`` or ``iter_predict`` with a zarr ``out`` for them.
     """
-    import dask
     import dask.array as da
 
     if not isinstance(model, UNet):
@@ -153,19 +174,7 @@ def predict_dask(
     depth = min(overlap, h // 2, w // 2, block)
     arr = arr.rechunk((1,) * (nd - 3) + (-1, block, block))
 
-    # per-plane statistics from the sample normalize() would take, one small task per plane
-    rule = normalization_rule(model) or DEFAULT_NORMALIZATION
-    step = sample_step(h, w)
-    sample = arr[..., ::step, ::step].rechunk((1,) * (nd - 3) + (-1, -1, -1))
-    stats_lazy = sample.map_blocks(
-        _stats_block,
-        rule,
-        dtype=np.float64,
-        drop_axis=nd - 1,
-        chunks=(*((1,) * (nd - 3)), arr.shape[-3], 2),
-    )
-    (stats,) = dask.compute(stats_lazy)  # (..., C, 2): small, travels inside the graph
-
+    stats = _normalization_stats(arr, normalization_rule(model) or DEFAULT_NORMALIZATION)
     return da.map_overlap(
         _predict_block,
         arr,
