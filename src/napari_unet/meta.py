@@ -79,3 +79,40 @@ def check_meta(meta: dict) -> None:
 def predicts_boundaries(model) -> bool:
     """Whether the model was trained on instance masks (background / interior / boundary classes)."""
     return learns_boundaries(model) and getattr(model, "out_channels", 0) == 3
+
+
+def record_run(
+    meta: dict,
+    *,
+    normalization: dict,
+    label_mode: str,
+    multiclass: bool,
+    boundaries: bool,
+    object_size: float | None,
+    config: dict,
+    run: dict,
+    version: str,
+) -> dict:
+    """``meta`` updated after a training run: what the model is, and one more entry in its history."""
+    runs = [*history(meta), run]
+    meta.update(
+        {
+            NORMALIZATION: normalization,
+            LABEL_MODE: label_mode,
+            MULTICLASS: multiclass,
+            INSTANCES: BOUNDARY if boundaries else None,
+            OBJECT_SIZE: object_size,
+            VERSION: version,
+            TRAINING: {"config": config, "history": runs, "steps": sum(h["steps"] for h in runs)},
+        }
+    )
+    return meta
+
+
+def preview_meta(meta: dict, *, normalization: dict, label_mode: str, boundaries: bool) -> dict:
+    """A copy's ``meta`` during training (a live preview, a save mid-run): enough to predict with it."""
+    meta.setdefault(NORMALIZATION, normalization)
+    meta.setdefault(LABEL_MODE, label_mode)
+    if boundaries:  # previews show the foreground, not the boundary class
+        meta[INSTANCES] = BOUNDARY
+    return meta

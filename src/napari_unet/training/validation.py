@@ -104,3 +104,43 @@ def split_validation(
         blocks = [b for b in blocks if b.window.shape == common]
     train = [Sample(s.image, t) for s, t in zip(samples, train_targets, strict=True)]
     return train, blocks
+
+
+def blocks_dice(blocks: list[ValBlock], predictions: list[np.ndarray], n_classes: int, instances: bool) -> float | None:
+    """Dice (mean over foreground classes) of class labels on the held-out blocks; None without blocks or
+    where a prediction is missing (-1: e.g. a tile the forest did not reach). A boundary model is scored on
+    its foreground."""
+    if not blocks:
+        return None
+    n_scored = 1 if instances else n_classes
+    inter = np.zeros(n_scored)
+    denom = np.zeros(n_scored)
+    for b, sub in zip(blocks, predictions, strict=True):
+        valid = (b.target >= 0) & (sub >= 0)
+        tgt = np.minimum(b.target, 1) if instances else b.target
+        sub = np.minimum(sub, 1) if instances else sub
+        for c in range(1, n_scored + 1):
+            pc, tc = (sub == c) & valid, (tgt == c) & valid
+            inter[c - 1] += np.count_nonzero(pc & tc)
+            denom[c - 1] += np.count_nonzero(pc) + np.count_nonzero(tc)
+    present = denom > 0
+    return float(np.mean(2 * inter[present] / denom[present])) if present.any() else None
+
+
+def predict_blocks(model, blocks: list[ValBlock], device, precision: str) -> list[np.ndarray]:
+    """The model's class labels on each held-out block (batches of 8 windows, eval mode)."""
+    import torch
+
+    from ..runtime import autocast
+
+    model.eval()
+    predictions = []
+    with torch.inference_mode():
+        for start in range(0, len(blocks), 8):
+            chunk = blocks[start : start + 8]
+            x = torch.from_numpy(np.stack([b.window for b in chunk])).to(device)
+            with autocast(device, precision):
+                logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+            pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+            predictions += [pr[b.inner] for b, pr in zip(chunk, pred.cpu().numpy(), strict=True)]
+    return predictions

@@ -1,0 +1,197 @@
+"""Images and annotations in, training samples out: computed once per set of annotations.
+
+Preparation checks every input (shapes, dtypes, channels, memory), decides how the labels are read (the label
+mode, whether object boundaries are learnt, the typical object size) and turns every annotated plane into a
+normalized ``Sample``. The result is a plain ``TrainingData`` that a ``Trainer`` (or several rounds of one
+session) trains on; nothing here needs the network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..images import check_fits, check_image, guess_channel_axis, iter_slices, spatial_shape
+from ..labels import IGNORE, _integer_labels, count_classes, is_instance_labels, labels_to_target, resolve_label_mode
+from ..meta import learns_boundaries, normalization_rule
+from ..meta import object_size as model_object_size
+from ..normalization import DEFAULT_NORMALIZATION, normalize
+from .config import TrainConfig
+from .patches import Sample
+
+
+@dataclass
+class TrainingData:
+    """What a training run learns from, and what the model file records about it."""
+
+    samples: list[Sample]  # one per annotated plane
+    sample_keys: list[tuple[int, tuple[int, ...]]]  # (image, plane index) of each sample
+    mode: str  # 'sparse' or 'dense'
+    instances: bool  # the boundary target (background / interior / boundary) is learnt
+    object_size: float | None  # typical object diameter in pixels
+    normalization: dict
+    n_classes: int
+    in_channels: int
+    class_counts: np.ndarray  # annotated pixels per class id
+    channel_axes: list[int | None] = field(default_factory=list)
+    planes_used: int = 0  # planes with annotations / all planes
+    planes_total: int = 0
+    data_shapes: list[list[int]] = field(default_factory=list)
+
+    @property
+    def n_annotated(self) -> int:
+        return int(self.class_counts.sum())
+
+
+def as_list(x) -> list:
+    """One image (array) or several (list/tuple) as a list."""
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def prepare_data(images, labels, cfg: TrainConfig, model=None) -> TrainingData:
+    """Check the inputs and build the samples; ``model``: the model to fine-tune (its channels, classes,
+    normalization and object kind are kept). Every mistake is an ``InputError`` that says what to do."""
+    images, labels = as_list(images), as_list(labels)
+    if not images:
+        raise InputError("No images given: give at least one image and its labels.")
+    if len(images) != len(labels):
+        raise InputError(f"{len(images)} images but {len(labels)} label images: give one label image per image.")
+    images = [check_image(img, f"Image {k}") for k, img in enumerate(images)]
+    # labels are converted whole and annotated planes kept as float32: check that fits before reading
+    pixels = sum(math.prod(np.shape(lab)) for lab in labels)
+    largest = max(math.prod(img.shape) for img in images)
+    check_fits(
+        12 * pixels + 12 * largest,
+        "Training on these images",
+        "crop them to the annotated region, or train on fewer or smaller images.",
+    )
+    label_arrays = [np.asarray(lab) for lab in labels]
+    for k, lab in enumerate(label_arrays):
+        _integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
+    mode = resolve_label_mode(label_arrays, cfg.mode, cfg.multiclass)
+    instances = learn_instances(cfg, mode, label_arrays, model)
+    data = TrainingData(
+        samples=[],
+        sample_keys=[],
+        mode=mode,
+        instances=instances,
+        object_size=typical_object_size(mode, instances, label_arrays, model),
+        normalization=dict((normalization_rule(model) if model else None) or DEFAULT_NORMALIZATION),
+        n_classes=0,
+        in_channels=model.in_channels if model is not None else 0,
+        class_counts=np.zeros(0, np.int64),
+        data_shapes=[list(np.shape(i)) for i in images],
+    )
+    n_lost = sum(_add_image(data, k, img, lab, cfg) for k, (img, lab) in enumerate(zip(images, label_arrays)))
+    try:
+        n_classes, counts = count_classes([s.target for s in data.samples])
+    except InputError as e:
+        if n_lost:
+            raise InputError(f"{e} ({n_lost} annotated pixels are NaN or inf in the image and were ignored.)") from e
+        raise
+    data.class_counts = counts[: n_classes + 1]
+    if model is not None:
+        if model.in_channels != data.in_channels:
+            raise InputError(f"The model takes {model.in_channels} channels but the images have {data.in_channels}.")
+        if n_classes > model.n_classes:
+            raise InputError(
+                f"The annotations have {n_classes} classes but the model predicts {model.n_classes}: "
+                "train a new model for more classes."
+            )
+        n_classes = model.n_classes
+    data.n_classes = n_classes
+    return data
+
+
+def _check_label_shape(k: int, lab: np.ndarray, sp: tuple[int, ...]) -> None:
+    if lab.shape[:-1] == sp and lab.shape[-1] in (3, 4):
+        raise InputError(
+            f"The labels of image {k} have shape {lab.shape}: an RGB(A) picture of labels, not label "
+            "ids. Give one integer label image of the image's height and width (e.g. a napari Labels layer)."
+        )
+    if lab.shape != sp:
+        raise InputError(
+            f"Image {k} has spatial shape {sp} but its labels have shape {lab.shape}: "
+            "the labels must cover the image pixel for pixel."
+        )
+
+
+def _add_image(data: TrainingData, k: int, img, lab: np.ndarray, cfg: TrainConfig) -> int:
+    """Add the annotated planes of image ``k`` to ``data``; returns the annotated pixels lost to NaN/inf pixels.
+
+    In dense mode a plane with no label at all is unpainted, not "all background" (complete masks on 1 plane
+    of a stack must not make the 19 others background)."""
+    shape = tuple(np.shape(img))
+    known = data.in_channels or None
+    axis = guess_channel_axis(shape, known) if cfg.channel_axis == "auto" else cfg.channel_axis
+    _check_label_shape(k, lab, spatial_shape(shape, axis))
+    if data.instances:
+        from ..instances import boundary_target
+
+        target = boundary_target(lab)
+    else:
+        target = labels_to_target(lab, data.mode, cfg.multiclass)
+    check_finite = np.dtype(img.dtype).kind == "f"
+    any_finite = not check_finite
+    lost = 0
+    for idx, plane in iter_slices(img, axis):
+        if not data.in_channels:
+            data.in_channels = plane.shape[0]
+        elif plane.shape[0] != data.in_channels:
+            raise InputError(
+                f"Image {k} has {plane.shape[0]} channels but the others (or the model) have "
+                f"{data.in_channels}: train one model per channel count."
+            )
+        t = target[idx]
+        data.planes_total += 1
+        if check_finite:  # NaN/inf pixels carry no information: their annotations are ignored
+            bad = ~np.isfinite(plane).all(axis=0)
+            any_finite = any_finite or not bad.all()
+            if bad.any():
+                lost += int(np.count_nonzero(t[bad] >= 0))
+                t = np.where(bad, np.int16(IGNORE), t)
+        if data.mode == "dense" and not np.any(lab[idx]):
+            continue
+        if np.any(t >= 0):
+            data.planes_used += 1
+            data.samples.append(Sample(normalize(plane, data.normalization), np.ascontiguousarray(t)))
+            data.sample_keys.append((k, tuple(idx)))
+    if not any_finite:
+        raise InputError(f"Image {k} has no finite pixel value (all NaN or inf): check the file or how it was made.")
+    data.channel_axes.append(axis)
+    return lost
+
+
+def learn_instances(cfg: TrainConfig, mode: str, labels: list[np.ndarray], model=None) -> bool:
+    """Whether to train the boundary target (see ``TrainConfig.instances``)."""
+    possible = mode == "dense" and not cfg.multiclass
+    if cfg.instances:
+        if not possible:
+            raise InputError(
+                "instances=True learns object boundaries from complete instance masks: use dense labels "
+                "(one id per object) with multiclass off."
+            )
+        return True
+    if cfg.instances is False or not possible:
+        return False
+    if model is not None:  # fine-tuning keeps what the model predicts
+        return learns_boundaries(model)
+    return any(is_instance_labels(lab) for lab in labels)
+
+
+def typical_object_size(mode: str, instances: bool, labels: list[np.ndarray], model=None) -> float | None:
+    """Typical object diameter from scribbles or instance masks (see instances.py); a fine-tuned model keeps
+    its own otherwise."""
+    from ..instances import object_size_from_masks, object_size_from_strokes
+
+    size = None
+    if mode == "sparse" or instances:
+        measure = object_size_from_strokes if mode == "sparse" else object_size_from_masks
+        found = [s for s in (measure(lab) for lab in labels) if s]
+        size = float(np.median(found)) if found else None
+    if size is None and model is not None:
+        size = model_object_size(model)
+    return size
