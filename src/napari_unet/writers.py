@@ -1,0 +1,83 @@
+"""Prediction written to disk: TIFF plane by plane, zarr block by block, so memory stays flat on large stacks.
+
+Every writer goes through ``io.atomic_path``: a crash or Ctrl-C leaves the old file or none, never half of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def labels_suffix(path: str | Path) -> str:
+    """Zarr in, zarr out (written block by block, possibly by a cluster); everything else becomes a TIFF."""
+    return ".zarr" if Path(path).suffix.lower() == ".zarr" else ".tif"
+
+
+def write_prediction(
+    model,
+    image,
+    path: Path,
+    overwrite: bool,
+    options: dict[str, Any],
+    on_plane: Callable[[], object] = lambda: None,
+) -> np.ndarray | None:
+    """Predict plane by plane into a TIFF; stack planes are compressed and written as they come, so memory stays flat.
+
+    ``options`` are ``iter_predict``'s keywords; ``on_plane`` is called once per plane computed (a progress bar).
+    Returns the labels of a 2D image (small enough to keep), None for a stack (never held whole in memory).
+    """
+    import tifffile
+
+    from .io import atomic_path
+    from .prediction import iter_predict, output_shape
+
+    shape = output_shape(model, image, options.get("channel_axis", "auto"))
+    dtype = np.int32 if options.get("instances") else np.uint8
+    with atomic_path(path, overwrite) as tmp:
+        if len(shape) == 2:
+            ((_, labels),) = iter_predict(model, image, **options)
+            on_plane()
+            tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+            return labels
+
+        def planes():
+            for _, labels in iter_predict(model, image, **options):
+                on_plane()  # computed (tifffile takes exactly the planes it needs: no call after the last yield)
+                yield labels.astype(dtype, copy=False)
+
+        # streamed page by page (iter_predict yields planes in file order): nothing grows with the stack
+        tifffile.imwrite(tmp, planes(), shape=shape, dtype=dtype, compression="zlib", photometric="minisblack")
+    return None
+
+
+def write_prediction_zarr(model, image, path: Path, overwrite: bool, options: dict[str, Any], client=None) -> None:
+    """Labels of a zarr (or any lazy) image into a zarr array: blockwise with overlap on dask, or plane by plane
+    when instances are asked for (object ids must not collide between blocks).
+
+    ``client``: a ``dask.distributed`` client to compute the blocks on a cluster; None computes them here.
+    """
+    import dask
+    import zarr
+
+    from .distributed import predict_dask
+    from .io import atomic_path
+    from .prediction import output_shape, predict
+
+    with atomic_path(path, overwrite) as tmp:
+        if options.get("instances"):
+            shape = output_shape(model, image, options.get("channel_axis", "auto"))
+            chunks = (1,) * (len(shape) - 2) + tuple(min(s, 1024) for s in shape[-2:])
+            out = zarr.open(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=np.int32)
+            predict(model, image, out=out, **options)
+            return
+        opts = {k: v for k, v in options.items() if k not in ("instances", "stitch_threshold")}
+        labels = predict_dask(model, image, **opts)
+        store = labels.to_zarr(str(tmp), compute=False)
+        if client is not None:
+            client.compute(store).result()
+        else:  # one block at a time: torch already uses every core inside a block
+            dask.compute(store, scheduler="threads", num_workers=1)
