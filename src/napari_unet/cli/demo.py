@@ -1,0 +1,62 @@
+"""``napari-unet demo``: the bundled nuclei image trained on, predicted and scored (see ``napari_unet.demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..demo import LABEL_SOURCES, OUTPUTS, TIME_LIMIT
+from ..training.config import default
+from ._args import add_runtime_arguments
+from ._outputs import refuse_existing
+from ._progress import run_training
+
+FOLDER = "napari-unet-demo"  # the default output folder, in the current directory
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The demo command and its arguments."""
+    d = subparsers.add_parser(
+        "demo",
+        help="train on the bundled nuclei image, predict, score, write results",
+        description="A first run with nothing to prepare: trains a model for --time-limit seconds on the left half "
+        "of the bundled DSB2018 nuclei image (from scribbles drawn from its ground truth, or from the complete "
+        "masks), predicts the right half, prints Dice / IoU / precision / recall and object counts against the "
+        "ground truth, and writes model.pt, the labels, contours (.geojson, .csv), metrics.csv and an overlay "
+        "PNG into the output folder.",
+    )
+    d.add_argument("-o", "--output", default=FOLDER, help=f"output folder (default ./{FOLDER})")
+    d.add_argument("--time-limit", type=float, default=TIME_LIMIT, help=f"seconds of training (default {TIME_LIMIT:g})")
+    d.add_argument(
+        "--labels",
+        choices=LABEL_SOURCES,
+        default=LABEL_SOURCES[0],
+        help="train from scribbles on 0.2%% of the pixels (default) or from the complete masks",
+    )
+    seed = default("seed")
+    d.add_argument(
+        "--seed", type=int, default=seed, help=f"random seed of the scribbles and the training (default {seed})"
+    )
+    d.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in the folder")
+    add_runtime_arguments(d)
+    return d
+
+
+def run(args: argparse.Namespace) -> int:
+    """Refuse to replace an earlier demo's files unless --overwrite, run the demo, print its results."""
+    from ..demo import run_demo
+
+    refuse_existing([Path(args.output) / name for name in OUTPUTS], args.overwrite)
+    result = run_demo(
+        args.output,
+        time_limit=args.time_limit,
+        labels=args.labels,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        run_training=run_training,
+        notify=lambda message: print(message, file=sys.stderr),
+    )
+    print(result.report())
+    return 0
