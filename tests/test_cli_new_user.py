@@ -103,3 +103,30 @@ def test_train_multiclass_means_dense_and_ambiguous_labels_ask(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert "--sparse or --dense" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "m2.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "stopped,plateau,reason",
+    [(False, True, "stopped: it had stopped improving"), (False, False, "time limit")],
+)
+def test_progress_bar_ends_full_with_the_reason(capsys, stopped, plateau, reason):
+    """A run that ends early (a plateau, the time limit) leaves a full bar that says why, not one stuck at 34%."""
+    from types import SimpleNamespace
+
+    from napari_unet.cli._progress import run_training
+    from napari_unet.training import Done, Step
+
+    class Stub:
+        config = SimpleNamespace(epochs=None, steps_per_epoch=20)
+
+        def stop(self):
+            pass
+
+        def run(self):
+            yield Step(34, 1, 0.5, 3.4, 0.34)
+            yield Done(None, 34, 1, 3.4, 0.5, None, stopped, plateau=plateau)
+
+    done = run_training(Stub())
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]  # the bar as it was left
+    assert done.steps == 34 and done.plateau == plateau
+    assert "100%" in last and reason in last
