@@ -1,4 +1,4 @@
-"""Small helpers shared by the dock widgets: layer roles and pairing, messages, Qt wrapping, throttling."""
+"""Small helpers shared by the dock widgets: layer roles and metadata keys, pairing, messages, Qt wrapping."""
 
 from __future__ import annotations
 
@@ -21,11 +21,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("napari_unet")
 
+# ---------------------------------------------------------------------------------------------- layer metadata
+# every ``layer.metadata`` key the docks write or read, and the roles; napari saves metadata with a project
+
 #: key in ``layer.metadata`` that marks layers this plugin added, with their role
 ROLE_KEY = "napari_unet_role"
 PREVIEW, PREDICTION, SCRIBBLES, POLYGONS = "preview", "prediction", "scribbles", "polygons"
+#: role of a layer opened as ground truth (sample data, or a user's own tag): never trained on unasked
+TRUTH = "truth"
 #: roles of the layers the plugin writes its results into (never training inputs)
 OUTPUT_ROLES = (PREVIEW, PREDICTION, POLYGONS)
+#: name of the image a prediction (or its polygons) was made from: pairs it with that image's ground truth
+SOURCE_KEY = "napari_unet_source"
+#: False while the Predict job still writes the layer's planes, True once the image is done
+COMPLETE_KEY = "napari_unet_complete"
+#: True for a prediction made with 'Split touching objects': instance ids by construction
+INSTANCES_KEY = "napari_unet_instances"
+#: the number of objects in a finished prediction
+OBJECTS_KEY = "napari_unet_objects"
 
 
 # ---------------------------------------------------------------------------------------------- messages
@@ -95,6 +108,16 @@ def unwrap_viewer(viewer: napari.Viewer) -> napari.Viewer:
 def role(layer) -> str | None:
     """What this plugin added the layer for (``PREVIEW``, ``PREDICTION``, ...), or None for a user's layer."""
     return layer.metadata.get(ROLE_KEY) if hasattr(layer, "metadata") else None
+
+
+def is_complete(layer) -> bool:
+    """False for a prediction the Predict job is still writing (or left incomplete); True for any other layer."""
+    return bool(layer.metadata.get(COMPLETE_KEY, True))
+
+
+def predicted_instances(layer) -> bool:
+    """A layer predicted with 'Split touching objects' (instance ids by construction)."""
+    return bool(layer.metadata.get(INSTANCES_KEY))
 
 
 def layer_array(layer):
@@ -190,7 +213,7 @@ def best_truth_layer(prediction, candidates: Iterable):
     ]
     if not pool:
         return None
-    source = prediction.metadata.get("napari_unet_source", prediction.name)
+    source = prediction.metadata.get(SOURCE_KEY, prediction.name)
 
     def score(item: tuple[int, Any]) -> tuple:
         order, lay = item
