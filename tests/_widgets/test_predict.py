@@ -70,14 +70,15 @@ def test_object_count_and_instances_default_for_a_boundary_model(qtbot, predict_
 
 
 def test_polygons_layer(qtbot, predict_widget, sample_viewer, messages, monkeypatch):
-    from napari_unet._widgets import _predict
+    from napari_unet._widgets import _polygons
+    from napari_unet.jobs import predict as predict_jobs
 
     image = sample_viewer.layers["nuclei"].data
     sample_viewer.add_image(np.stack([image[:96, :96], image[96:192, :96]]), name="crop")
     predict_widget._all.value = False
     predict_widget._images.value = [sample_viewer.layers["crop"]]
     predict_widget._polygons.value = True
-    monkeypatch.setattr(_predict, "SHAPES_CHUNK", 3)  # several chunks, as for a big image
+    monkeypatch.setattr(_polygons, "SHAPES_CHUNK", 3)  # several chunks, as for a big image
     predict_widget.start_prediction()
     wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
     labels = predict_widget.outputs[0].data
@@ -86,7 +87,7 @@ def test_polygons_layer(qtbot, predict_widget, sample_viewer, messages, monkeypa
     assert len(shapes.data) == n > 3
     assert {int(round(p[0, 0])) for p in shapes.data} == {0, 1}  # each polygon sits in its own plane
     # too many objects: a warning instead of a sluggish layer
-    monkeypatch.setattr(_predict, "MAX_SHAPES", 2)
+    monkeypatch.setattr(predict_jobs, "MAX_SHAPES", 2)
     predict_widget.start_prediction()
     wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
     assert any("too many polygons" in m for m in messages["warning"])

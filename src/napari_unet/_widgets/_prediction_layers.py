@@ -1,0 +1,136 @@
+"""The layers a Predict run writes: one Labels layer per image (and a Shapes layer for its polygons).
+
+Each Labels layer shows the array its job fills, so it is read-only until the job stops writing; the
+layer's metadata says which image it comes from and whether it is complete.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..jobs.predict import ImageJob
+from . import _colors as colors
+from . import _common as c
+from ._polygons import POLYGON_STYLE
+
+
+def objects_text(layer) -> str:
+    """' (12 objects)' for a finished prediction that counted its objects, else ''."""
+    n = layer.metadata.get(c.OBJECTS_KEY)
+    return "" if n is None else f" ({n} object{'s' if n != 1 else ''})"
+
+
+class PredictionLayers:
+    """The jobs of the current run, their source images, and the layers made for them (None until made)."""
+
+    def __init__(self, viewer) -> None:
+        self._viewer = viewer
+        self.jobs: list[ImageJob] = []
+        self.sources: list = []  # the image layer of each job
+        self.labels: list = []  # the Labels layer of each job, or None
+        self.shapes: list = []  # the Shapes layer of each job, or None
+        self.outputs: list = []  # Labels layers made by the last run, in order
+        self._n_classes = 1
+
+    def start(self, jobs: list[ImageJob], sources: list, n_classes: int) -> None:
+        self.jobs, self.sources, self._n_classes = jobs, sources, n_classes
+        self.labels = [None] * len(jobs)
+        self.shapes = [None] * len(jobs)
+        self.outputs = []
+
+    def involves(self, layer) -> bool:
+        """True for a source image or an output of the run (removing one stops the run)."""
+        return any(layer is x for x in self.sources + self.labels)
+
+    def add(self, k: int, instances: bool, contours: bool, polygons: bool) -> None:
+        """Add the Labels layer of job ``k`` (and its empty Shapes layer when polygons are asked for)."""
+        job, image = self.jobs[k], self.sources[k]
+        layer = self._viewer.add_labels(
+            job.out,
+            name=c.unique_name(self._viewer, f"{image.name} prediction"),
+            scale=image.scale,
+            translate=image.translate,
+            opacity=0.8,
+            metadata={
+                c.ROLE_KEY: c.PREDICTION,
+                c.SOURCE_KEY: image.name,
+                c.COMPLETE_KEY: False,
+                c.INSTANCES_KEY: instances,
+            },
+        )
+        if not instances:  # classes in the palette of the strokes, legend and preview
+            layer.colormap = colors.class_colormap(max(1, self._n_classes))
+        layer.contour = 1 if contours else 0
+        layer.editable = False  # the job writes planes into its array: no painting until the image is done
+        self.labels[k] = layer
+        self.outputs.append(layer)
+        if polygons:
+            self.shapes[k] = self._viewer.add_shapes(
+                None,
+                ndim=len(job.out.shape),
+                name=c.unique_name(self._viewer, f"{image.name} polygons"),
+                scale=image.scale,
+                translate=image.translate,
+                metadata={c.ROLE_KEY: c.POLYGONS, c.SOURCE_KEY: image.name},
+                **POLYGON_STYLE,
+            )
+            self._viewer.layers.selection.active = layer
+
+    def finish(self, k: int, n_objects: int | None):
+        """Mark job ``k``'s layer complete (with its object count) and editable; return it, or None."""
+        layer = self.labels[k]
+        if layer is not None:
+            layer.metadata[c.COMPLETE_KEY] = True
+            if n_objects is not None:
+                layer.metadata[c.OBJECTS_KEY] = n_objects
+            layer.editable = True
+            layer.refresh()  # the thumbnail too, once
+        return layer
+
+    def complete(self) -> list:
+        return [lay for lay in self.outputs if c.is_complete(lay)]
+
+    def set_contours(self, on: bool) -> None:
+        for layer in self.outputs:
+            if layer in self._viewer.layers:
+                layer.contour = 1 if on else 0
+
+    def mark_incomplete(self) -> None:
+        """Cancel: the image in progress keeps what was written, named '(incomplete)'."""
+        for layer in self.labels:
+            if layer is not None and not c.is_complete(layer):
+                layer.name = c.unique_name(self._viewer, f"{layer.name} (incomplete)")
+                layer.refresh()
+
+    def unlock(self, layers=None) -> None:
+        """The job no longer writes: let the user fix an incomplete result."""
+        for layer in self.labels if layers is None else layers:
+            if layer is not None and layer in self._viewer.layers:
+                layer.editable = True
+
+    def drop_unused_shapes(self) -> None:
+        """Remove the (still empty) Shapes layers of images that were not completed: cancel or failure."""
+        for k, shapes in enumerate(self.shapes):
+            layer = self.labels[k] if k < len(self.labels) else None
+            complete = layer is not None and c.is_complete(layer)
+            if shapes is not None and not complete and shapes in self._viewer.layers and not len(shapes.data):
+                self._viewer.layers.remove(shapes)
+            if not complete:
+                self.shapes[k] = None
+
+    def on_screen(self, layer, where: tuple) -> bool:
+        """True if the plane at leading index ``where`` of ``layer`` is (possibly) visible now."""
+        if not where or not layer.visible:
+            return layer.visible
+        try:
+            viewer = self._viewer
+            if viewer.dims.ndisplay != 2 or len(viewer.dims.displayed) != 2:
+                return True
+            point = np.asarray(layer.world_to_data(viewer.dims.point), float)
+            lead = layer.ndim - 2
+            displayed = {ax - (viewer.dims.ndim - layer.ndim) for ax in viewer.dims.displayed}
+            if displayed != {lead, lead + 1}:
+                return True  # a cut through the stack shows every plane
+            return tuple(int(round(x)) for x in point[:lead]) == tuple(where)
+        except Exception:  # when in doubt, refresh
+            return True
