@@ -42,7 +42,7 @@ def test_sample_train_predict_metrics(qtbot, sample_viewer, messages, tmp_path):
     assert (row["image"], row["ground truth"]) == ("nuclei prediction", "nuclei ground truth")
     assert 0.0 <= row["dice"] <= 1.0 and 0.0 <= row["iou"] <= row["dice"]
     assert metrics._table.item(0, 2).text() == f"{row['dice']:.3f}"
-    assert metrics.export_csv(tmp_path / "scores.csv").read_text().startswith("image,ground_truth")
+    assert metrics.export_csv(tmp_path / "scores.csv").read_text().startswith("image,class,dice")
 
     # nothing the user made was modified, and nothing went wrong
     assert_unchanged(viewer, before, before)  # every layer that was there before

@@ -152,19 +152,19 @@ def test_explicit_truth_skips_predictions_of_another_shape(viewer):
 def test_painting_rescores_in_a_worker_not_on_the_gui_thread(viewer, qtbot, monkeypatch):
     import threading
 
-    from napari_unet._widgets import _metrics
+    from napari_unet.jobs import score
 
     widget = MetricsWidget(viewer)
     widget.update_table()
     release, threads = threading.Event(), []
-    real = _metrics._score
+    real = score.score_pairs
 
     def slow_score(*args):
         threads.append(threading.current_thread())
         assert release.wait(30)
         return real(*args)
 
-    monkeypatch.setattr(_metrics, "_score", slow_score)
+    monkeypatch.setattr(score, "score_pairs", slow_score)
     tissue = viewer.layers["tissue prediction"]
     tissue.data = np.zeros_like(tissue.data)  # the user clears the prediction: its Dice drops to 0
     widget.update_in_background()  # what the debounce timer calls: returns at once, the table is not stale-filled

@@ -1,0 +1,90 @@
+"""The Metrics dock's table: one line per score row, mean rows in bold, as tall as its rows."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QFont
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+
+from ..metrics import PIXEL_SCORES
+
+SHOWN = (*PIXEL_SCORES, "objects", "object_f1", "pq")  # the table's score columns (the CSV has them all)
+HEADERS = ("image", "class", "Dice", "IoU", "precision", "recall", "objects", "F1", "PQ")
+HEADER_TIPS = {
+    "objects": "Objects predicted / true. A binary (0/1) layer counts its connected pieces as objects.",
+    "F1": "Object F1: objects matched one to one at IoU >= the threshold; 2 TP / (predicted + true).",
+    "PQ": "Panoptic quality: sum of the matched objects' IoU / (TP + FP/2 + FN/2).",
+}
+MAX_NAME_WIDTH = 200  # pixels for the image name column; longer names are elided in the middle (tooltip: whole)
+MAX_TABLE_HEIGHT = 600  # beyond this many pixels of rows, the table scrolls inside
+CLASS_COLUMN = 1
+
+
+def cell(row: dict, key: str) -> str:
+    """The text of one score in the table: 3 decimals, counts as 'predicted / true', blank when undefined."""
+    if key == "objects":
+        return f"{row['objects_pred']:g} / {row['objects_true']:g}"
+    return f"{row[key]:.3f}" if np.isfinite(row[key]) else ""
+
+
+class ScoresTable(QTableWidget):
+    """A read-only table of score rows; a row with a ``layer`` is a per-image row, the others are means."""
+
+    def __init__(self) -> None:
+        super().__init__(0, len(HEADERS))
+        self.setHorizontalHeaderLabels(HEADERS)
+        for j, name in enumerate(HEADERS):
+            if name in HEADER_TIPS:
+                self.horizontalHeaderItem(j).setToolTip(HEADER_TIPS[name])
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.verticalHeader().setVisible(False)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # the image name: as wide as it needs up to a cap (set in fill), the scores beside it, a scroll bar beyond
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header.setMinimumSectionSize(40)
+        self.setColumnHidden(CLASS_COLUMN, True)  # the class column shows with 'Per class' only
+        self.setMinimumHeight(120)
+        self.setToolTip("Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.")
+
+    def fill(self, rows: list[dict], show_class: bool) -> None:
+        """Show ``rows`` (mean rows in bold), with the class column when asked."""
+        self.setColumnHidden(CLASS_COLUMN, not show_class)
+        self.blockSignals(True)
+        self.setRowCount(len(rows))
+        bold = QFont(self.font())
+        bold.setBold(True)
+        for i, row in enumerate(rows):
+            values = [row["image"], str(row["class"])]
+            values += [cell(row, k) for k in SHOWN]
+            for j, text in enumerate(values):
+                item = QTableWidgetItem(str(text))
+                if j == 0 and row.get("ground truth"):
+                    item.setToolTip(f"{row['image']} against {row['ground truth']}")
+                if j >= 1:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if "layer" not in row:
+                    item.setFont(bold)
+                self.setItem(i, j, item)
+        self.blockSignals(False)
+        self.resizeColumnToContents(0)
+        self.setColumnWidth(0, min(self.columnWidth(0), MAX_NAME_WIDTH))
+        self.fit_height()
+
+    def fit_height(self) -> None:
+        """The table grows with its rows (the dock scrolls), so the mean rows are never hidden below it."""
+        rows = sum(self.rowHeight(i) for i in range(self.rowCount()))
+        header = self.horizontalHeader().sizeHint().height()
+        scrollbar = self.horizontalScrollBar().sizeHint().height()
+        needed = rows + header + scrollbar + 2 * self.frameWidth() + 4
+        self.setMinimumHeight(int(min(max(needed, 120), MAX_TABLE_HEIGHT)))
+
+    def selected_index(self) -> int | None:
+        """The index of the selected row, or None."""
+        selected = self.selectionModel().selectedRows()
+        return selected[0].row() if selected else None
