@@ -68,6 +68,7 @@ _ELONGATED = 4.0  # area / thickness**2 at least this: a stroke (a disk is 0.8, 
 _COMPACT = 2.5  # area / thickness**2 at most this: a compact region (an object)
 _REGION = 31.0  # thicker than this: a painted area, not a brush stroke
 _DECISIVE = 0.75  # fraction of the painted pixels whose shape must agree
+NOTHING_PAINTED = "nothing is painted yet"  # the reason of the guess when there is nothing to go by
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def label_guess(labels_list: Sequence[np.ndarray]) -> LabelGuess:
     total = sum(a.size for a in arrays)
     annotated = sum(int(np.count_nonzero(a)) for a in arrays)
     if annotated == 0:
-        return LabelGuess("ask", "nothing is painted yet")
+        return LabelGuess("ask", NOTHING_PAINTED)
     values: set[int] = set()
     for a in arrays:
         values |= set(np.unique(a).tolist())
@@ -211,7 +212,7 @@ def resolve_label_mode(labels_list: Sequence[np.ndarray], mode: str = "auto", mu
     guess = label_guess(labels_list)
     if guess.mode != "ask":
         return guess.mode
-    if guess.reason == "nothing is painted yet":
+    if guess.reason == NOTHING_PAINTED:
         return "sparse"  # the count of classes then says what to paint
     raise InputError(
         f"Cannot tell whether the labels are scribbles or complete masks ({guess.reason}): choose "
@@ -278,3 +279,76 @@ def as_objects(labels: np.ndarray) -> np.ndarray:
         structure = ndi.generate_binary_structure(labels.ndim, 1)
         return ndi.label(labels > 0, structure)[0]
     return labels
+
+
+# ---------------------------------------------------------------------------------------------- words for people
+
+#: the two conventions in three lines (the widget's 'Labels are' tooltip)
+MODE_HELP = (
+    "Scribbles (sparse): 0 = not annotated (ignored), 1 = background, 2 = class 1 (foreground), 3 = class 2, ...\n"
+    "Complete masks (dense): 0 = background, any value > 0 = foreground (instance masks work as they are),\n"
+    "or the class id with 'dense labels are class ids' (advanced)."
+)
+
+
+def label_meanings(mode: str, n_labels: int, multiclass: bool = False) -> dict[int, str]:
+    """What each value 0..n_labels means (binary masks: 1 stands for every value > 0)."""
+    if mode == "sparse":
+        classes = {v: "foreground" if n_labels == 2 else f"class {v - 1}" for v in range(2, n_labels + 1)}
+        return {0: "not annotated", 1: "background", **classes}
+    if multiclass:
+        return {0: "background", **{v: f"class {v}" for v in range(1, n_labels + 1)}}
+    return {0: "background", 1: "foreground"}
+
+
+def legend_items(mode: str, n_labels: int, multiclass: bool = False) -> list[tuple[int, str]]:
+    """A legend of an annotation layer: (value whose colour to show, 0 for none; text), in reading order."""
+    meanings = label_meanings(mode, n_labels, multiclass)
+    painted = [(v, f"{v} {m}") for v, m in meanings.items() if v]
+    if mode == "sparse":
+        return painted + [(0, f"(0 = {meanings[0]})")]
+    if multiclass:
+        return [(0, f"0 {meanings[0]}")] + painted
+    return [(0, f"0 {meanings[0]}"), (0, f"any value > 0 {meanings[1]} (instance ids are fine)")]
+
+
+def annotation_hint(mode: str | None, arrays: Sequence[np.ndarray], reason: str = "") -> str:
+    """What ``mode`` makes of these painted arrays and what to do next; ``mode`` None: not chosen (``reason``
+    says why the guess could not tell)."""
+    if mode is None:
+        why = f" ({reason})" if reason else ""
+        return (
+            f"Cannot tell whether these are scribbles or complete masks{why}: choose in 'Labels are' "
+            "(scribbles: 1 = background, 2.. = classes; complete masks: 0 = background)."
+        )
+    return _scribbles_hint(arrays) if mode == "sparse" else _masks_hint(arrays)
+
+
+def _scribbles_hint(arrays: Sequence[np.ndarray]) -> str:
+    background = sum(int(np.count_nonzero(a == 1)) for a in arrays)
+    objects = sum(int(np.count_nonzero(a >= 2)) for a in arrays)
+    if not background and not objects:
+        return "Scribbles: paint label 2 on objects and label 1 on background (keys 1 / 2), then Train."
+    if not objects:
+        return f"Scribbles: {background:,} background pixels; now paint label 2 on objects, then Train."
+    if not background:
+        return f"Scribbles: {objects:,} object pixels; now paint label 1 on background, then Train."
+    return (
+        f"Scribbles: {background:,} background and {objects:,} object pixels painted; Train, "
+        "and add strokes where the preview is wrong."
+    )
+
+
+def _masks_hint(arrays: Sequence[np.ndarray]) -> str:
+    planes = [
+        (int(sum(bool(p.any()) for p in a.reshape(-1, *a.shape[-2:]))), a.size // max(a.shape[-1] * a.shape[-2], 1))
+        for a in arrays
+        if a.ndim >= 2
+    ]
+    used, total = sum(p for p, _ in planes), sum(t for _, t in planes)
+    if not used:
+        return "Complete masks: paint every object (0 = background), then Train."
+    stack = f" on {used} of {total} planes (only planes with a label are used)" if total > len(arrays) else ""
+    foreground = sum(int(np.count_nonzero(a)) for a in arrays)
+    share = 100 * foreground / max(sum(a.size for a in arrays), 1)
+    return f"Complete masks{stack}: {share:.1f}% of the pixels are objects, the rest background; Train."
