@@ -22,6 +22,7 @@ from .normalization import normalize
 from .runtime import pick_device, pick_precision
 from .stitching import StackIds
 from .tiling import DEFAULT_OVERLAP, MAX_BATCH_PIXELS, auto_tile, axis_tiles, check_tiling, ramp
+from .training.config import DEFAULT_THRESHOLD
 
 
 @torch.inference_mode()
@@ -91,7 +92,9 @@ def tiled_proba(
     return out.numpy()
 
 
-def probabilities_to_labels(probs: np.ndarray, threshold: float = 0.5, boundary: bool = False) -> np.ndarray:
+def probabilities_to_labels(
+    probs: np.ndarray, threshold: float = DEFAULT_THRESHOLD, boundary: bool = False
+) -> np.ndarray:
     """uint8 labels: foreground where p > threshold (one channel), otherwise the argmax class.
 
     ``boundary``: the probabilities of a model trained on instance masks (background, interior, boundary,
@@ -171,7 +174,7 @@ def iter_predict(
     model: UNet,
     image,
     channel_axis: int | None | str = "auto",
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     instances: bool = False,
     tile_size: int | None = None,
     overlap: int = DEFAULT_OVERLAP,

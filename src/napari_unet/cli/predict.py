@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..training.config import DEFAULT_THRESHOLD
 from ._args import add_runtime_arguments, channel_axis
 from ._outputs import refuse_existing, refuse_inputs
 from ._progress import refresh_interval
@@ -42,8 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="foreground probability above which a pixel is foreground, binary models (default 0.5)",
+        default=DEFAULT_THRESHOLD,
+        help=f"foreground probability above which a pixel is foreground, binary models (default {DEFAULT_THRESHOLD})",
     )
     p.add_argument(
         "--tile-size",

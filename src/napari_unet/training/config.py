@@ -141,3 +141,7 @@ def default(name: str):
 
 PREVIEW_INTERVAL = 3.0  # seconds between live previews
 MIN_ROUND_SECONDS = 2.0  # new strokes are taken in at most this often
+
+# ---------------------------------------------------------------------------------------------- prediction
+
+DEFAULT_THRESHOLD = 0.5  # foreground probability above which a pixel is foreground (binary models)
