@@ -47,7 +47,9 @@ def main() -> None:
     viewer = napari.Viewer(show=True)
     viewer.open_sample("napari-unet-trainer", "nuclei_strokes")
     _, train = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Train")
-    train.set_settings(time_limit=120, filters=8, depth=2, patch=64, batch=4, steps_per_epoch=5, preview_every=1)
+    train.set_settings(
+        time_limit=120, filters=8, depth=2, patch_size=64, batch_size=4, steps_per_epoch=5, preview_every=1
+    )
 
     def cycle() -> float:
         start = time.perf_counter()

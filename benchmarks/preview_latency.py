@@ -1,6 +1,6 @@
 """Time from "Train" to the first live preview, through the same job the Train widget runs.
 
-The Train widget's background job (``_widgets._train_job.train_rounds``) is run headless, as the widget runs
+The Train widget's train session (``jobs.train_session.train_rounds``) is run headless, as the widget runs
 it, with the visible region set to the whole image (clipped to 512 x 512 around its centre as the widget
 does). Timed from the call (the click on Train) to:
 
@@ -41,8 +41,8 @@ if kind == "warm":
     from napari_unet.inference import warm_up
     warm_up()
 t0 = time.perf_counter()                                    # the click on Train
-from napari_unet._widgets._train_job import Inbox, Preview, Tick, View, train_rounds
-from napari_unet.training import TrainConfig
+from napari_unet.jobs.train_session import Inbox, train_rounds
+from napari_unet.training import Preview, Step, TrainConfig, View
 inbox = Inbox(preview=True, preview_interval=3.0)
 h, w = image.shape
 inbox.post_view(View(0, (), (0, h), (0, w)))
@@ -58,7 +58,7 @@ for event in train_rounds([image], [strokes], TrainConfig(time_limit=120), None,
             out["dice"] = 2 * float((p & t).sum()) / max(1, int(p.sum() + t.sum()))
         elif out["first_step"] is not None and out["unet_preview"] is None:
             out["unet_preview"] = now
-    elif isinstance(event, Tick):
+    elif isinstance(event, Step):
         out["steps"] = event.step
         if out["first_step"] is None:
             out["first_step"] = now

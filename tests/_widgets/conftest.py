@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-TINY = {"time_limit": 3.0, "filters": 8, "depth": 2, "patch": 64, "batch": 4, "steps_per_epoch": 5}
+TINY = {"time_limit": 3.0, "filters": 8, "depth": 2, "patch_size": 64, "batch_size": 4, "steps_per_epoch": 5}
 
 
 @pytest.fixture

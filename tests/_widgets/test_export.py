@@ -18,11 +18,11 @@ def test_export_button_then_predict_with_the_package(qtbot, sample_viewer, tiny_
 
     train = TrainWidget(sample_viewer)
     train.set_settings(**TINY)
-    assert not train._export.enabled  # nothing to export yet
+    assert not train._files.export.enabled  # nothing to export yet
     with pytest.raises(Exception, match="no model to export"):
         train.export_model(tmp_path / "none.zip")
     train._store.set(tiny_model, "test model")
-    assert train._export.enabled
+    assert train._files.export.enabled
     path = train.export_model(tmp_path / "unet")
     assert path == tmp_path / "unet.zip" and path.is_file()
     assert any("Exported unet.zip" in m for m in messages["info"])

@@ -44,7 +44,7 @@ def test_a_mask_opened_as_an_image_is_recognised_and_converted(make_napari_viewe
     viewer.add_labels(np.roll(truth, 1, axis=0), name="nuclei prediction", metadata={ROLE_KEY: PREDICTION})
     get_store(viewer).set(tiny_model, "tiny")
     train, predict = TrainWidget(viewer), PredictWidget(viewer)
-    assert [r.image_layer for r in train._rows] == [image]  # not offered for training
+    assert [r.image_layer for r in train._pairs.rows] == [image]  # not offered for training
     assert predict.chosen_images() == [image]  # nor for prediction
     metrics = MetricsWidget(viewer)
     assert metrics.rows == []

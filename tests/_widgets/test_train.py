@@ -23,7 +23,7 @@ def train_widget(sample_viewer):
 def test_default_pairing_takes_the_strokes(train_widget, sample_viewer):
     assert train_widget.pairs() == [(sample_viewer.layers["nuclei"], sample_viewer.layers["nuclei strokes"])]
     assert train_widget._mode.value == "sparse"
-    assert "background" in train_widget._legend.value
+    assert "background" in train_widget._annotations.legend.value
 
 
 def test_pairing_is_explicit_when_asked(train_widget, sample_viewer):
@@ -39,10 +39,10 @@ def test_new_scribble_layer_and_classes(train_widget, sample_viewer, messages):
     assert not layer.data.any()
     assert layer.selected_label == 2 and layer.mode == "paint"
     assert train_widget.pairs() == [(sample_viewer.layers["nuclei"], layer)]
-    assert "2 foreground" in train_widget._legend.value
+    assert "2 foreground" in train_widget._annotations.legend.value
     train_widget.add_class()
     assert layer.selected_label == 3
-    assert "3 class 2" in train_widget._legend.value
+    assert "3 class 2" in train_widget._annotations.legend.value
     assert not messages["error"]
 
 
@@ -63,10 +63,10 @@ def _large_scribbles(viewer) -> tuple:
 
 
 def test_the_mode_of_large_layers_is_guessed_off_the_gui_thread(train_widget, sample_viewer, qtbot):
-    from napari_unet._widgets import _train
+    from napari_unet._widgets import _train_annotations
 
     image, strokes = _large_scribbles(sample_viewer)
-    assert strokes.data.size > _train.SYNC_GUESS_PIXELS
+    assert strokes.data.size > _train_annotations.SYNC_GUESS_PIXELS
     train_widget._mode.value = None
     train_widget.set_pairs([(image, strokes)])
     assert train_widget._mode.value is None  # not yet: the guess runs in a worker
@@ -78,7 +78,7 @@ def test_a_mode_chosen_while_the_guess_runs_is_kept(train_widget, sample_viewer,
     image, strokes = _large_scribbles(sample_viewer)
     train_widget.set_pairs([(image, strokes)])
     train_widget._mode.value = "dense"  # the user's choice, before the guess (sparse) comes back
-    wait_until(qtbot, lambda: train_widget._guess_pending is None, 30)
+    wait_until(qtbot, lambda: train_widget._annotations.guess_pending is None, 30)
     assert train_widget._mode.value == "dense"
 
 
@@ -86,15 +86,15 @@ def test_train_clicked_while_the_guess_runs_uses_the_guess(train_widget, sample_
     image, strokes = _large_scribbles(sample_viewer)
     train_widget._mode.value = None
     train_widget.set_pairs([(image, strokes)])
-    train_widget._settle_guess()  # what start_training does first
-    assert train_widget._mode.value == "sparse" and train_widget._guess_pending is None
+    train_widget._annotations.settle_guess()  # what start_training does first
+    assert train_widget._mode.value == "sparse" and train_widget._annotations.guess_pending is None
 
 
 def test_add_class_in_dense_mode_selects_a_new_class(train_widget, sample_viewer):
     truth = sample_viewer.layers["nuclei ground truth"]
     train_widget.set_pairs([(sample_viewer.layers["nuclei"], truth)])
     assert train_widget._mode.value == "dense"
-    train_widget._multiclass.value = True
+    train_widget._settings.multiclass.value = True
     max_label = int(np.asarray(truth.data).max())
     train_widget.add_class()
     assert truth.selected_label == max_label + 1
@@ -161,9 +161,9 @@ def test_stop_takes_effect_after_the_current_step(qtbot, train_widget, sample_vi
 
 
 def test_new_strokes_start_a_new_round(qtbot, train_widget, sample_viewer, monkeypatch):
-    from napari_unet._widgets import _train_job
+    from napari_unet.jobs import train_session
 
-    monkeypatch.setattr(_train_job, "MIN_ROUND_SECONDS", 0.0)
+    monkeypatch.setattr(train_session, "MIN_ROUND_SECONDS", 0.0)
     train_widget.set_settings(time_limit=60, until_plateau=False)
     train_widget.start_training()
     wait_until(qtbot, lambda: _started(train_widget), timeout=60)
@@ -187,12 +187,12 @@ def test_live_preview_layer(qtbot, train_widget, sample_viewer):
 
 
 def test_failing_final_preview_keeps_the_model(qtbot, train_widget, sample_viewer, monkeypatch, messages):
-    from napari_unet._widgets import _train_job
+    from napari_unet.jobs import train_session
 
     def broken(self, model, view):
         raise RuntimeError("preview broke")
 
-    monkeypatch.setattr(_train_job._Previewer, "__call__", broken)
+    monkeypatch.setattr(train_session.Previewer, "__call__", broken)
     train_widget.set_settings(time_limit=2, preview_every=1)
     train_widget.start_training()
     wait_until(qtbot, lambda: not train_widget.running, timeout=60)
@@ -218,18 +218,19 @@ class _NoFullPlane(np.ndarray):
 
 @pytest.mark.parametrize("rgb", [False, True])
 def test_large_plane_preview_reads_only_the_crop(tiny_model, monkeypatch, rgb):
-    from napari_unet._widgets import _train_job
+    from napari_unet.jobs import train_session
+    from napari_unet.training.events import View
 
-    monkeypatch.setattr(_train_job, "_LARGE_PLANE", 100 * 100)
+    monkeypatch.setattr(train_session, "LARGE_PLANE", 100 * 100)
     rng = np.random.default_rng(0)
     shape = (2, 300, 300, 3) if rgb else (2, 300, 300)
     image = rng.random(shape).astype(np.float32).view(_NoFullPlane)
-    previewer = _train_job._Previewer([image], [rgb])
+    previewer = train_session.Previewer([image], [rgb])
     if rgb:  # the tiny model has one input channel: check only what is read
         box = (slice(10, 74), slice(20, 84))
-        assert _train_job._plane_chw(image, (1,), True, box).shape == (3, 64, 64)
+        assert train_session.plane_chw(image, (1,), True, box).shape == (3, 64, 64)
         return
-    labels = previewer(tiny_model, _train_job.View(0, (1,), (10, 74), (20, 84)))
+    labels = previewer(tiny_model, View(0, (1,), (10, 74), (20, 84)))
     assert labels.shape == (64, 64)
     assert not previewer.cache
 
@@ -298,11 +299,10 @@ def test_preview_when_transposed_and_why_not_in_3d(qtbot, train_widget, sample_v
     wait_until(qtbot, lambda: not train_widget.running, timeout=60)
     preview = sample_viewer.layers["nuclei preview"]
     assert preview.data.shape == (512, 512) and preview.data.any()
-    assert train_widget._preview_note == ""
+    assert train_widget._live_preview.note == ""
     sample_viewer.dims.ndisplay = 3
-    train_widget._run_pairs = train_widget.pairs()
-    assert train_widget._current_view() is None
-    assert "3D" in train_widget._preview_note
+    assert train_widget._live_preview.current_view(train_widget.pairs()) is None
+    assert "3D" in train_widget._live_preview.note
 
 
 def test_closing_the_viewer_during_training_ends_the_worker(qtbot, train_widget, sample_viewer, messages, caplog):
@@ -324,13 +324,13 @@ def test_save_and_load_model_with_annotations(qtbot, train_widget, sample_viewer
     train_widget._store.set(None, "nothing")
     model = train_widget.load_model(path)
     assert model.n_classes == tiny_model.n_classes
-    assert train_widget._store.model is model and train_widget._finetune.value
+    assert train_widget._store.model is model and train_widget._files.finetune.value
 
 
 def test_loading_a_junk_file_shows_an_error(train_widget, messages, tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
-    train_widget._load.changed.disconnect()
+    train_widget._files.load.changed.disconnect()
     from napari_unet._widgets._common import guarded
 
     guarded(train_widget.load_model)(junk)
@@ -361,17 +361,17 @@ def test_quitting_right_after_opening_train_does_not_abort(tmp_path):
 
 def test_the_forest_gives_the_first_preview_before_the_first_step():
     """Scribbles: the pseudo-labelling forest's answer is shown at once; the U-Net's replaces it later."""
-    from napari_unet._widgets._train_job import Inbox, Preview, Tick, View, train_rounds
+    from napari_unet.jobs.train_session import Inbox, train_rounds
     from napari_unet.sample_data import nuclei, nuclei_labels, nuclei_strokes
-    from napari_unet.training import Done, TrainConfig
+    from napari_unet.training import Done, Preview, Step, TrainConfig, View
 
     inbox = Inbox(preview=True, preview_interval=0.0)
     inbox.post_view(View(0, (), (0, 512), (0, 512)))
     cfg = TrainConfig(time_limit=None, epochs=1, steps_per_epoch=3, filters=4, depth=2, patch_size=32, batch_size=2)
     events = list(train_rounds([nuclei()], [nuclei_strokes()], cfg, None, inbox))
     kinds = [type(e) for e in events]
-    first_preview, first_tick = kinds.index(Preview), kinds.index(Tick)
-    assert first_preview < first_tick
+    first_preview, first_step = kinds.index(Preview), kinds.index(Step)
+    assert first_preview < first_step
     forest = events[first_preview].labels
     truth = nuclei_labels() > 0
     dice = 2 * np.count_nonzero((forest > 0) & truth) / (np.count_nonzero(forest) + np.count_nonzero(truth))

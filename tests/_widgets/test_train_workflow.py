@@ -29,8 +29,8 @@ def test_pairing_follows_layers_added_renamed_and_removed(make_napari_viewer, me
     assert widget.pairs() == [(image, labels)]
     assert widget._mode.value == "sparse"
     labels.name = "renamed_labels"
-    assert widget._rows[0].annotations.native.currentText() == "renamed_labels"
-    assert widget._rows[0].use.native.text() == "Fluo_Hela_02_img"  # as written, underscores kept
+    assert widget._pairs.rows[0].annotations.native.currentText() == "renamed_labels"
+    assert widget._pairs.rows[0].use.native.text() == "Fluo_Hela_02_img"  # as written, underscores kept
     viewer.layers.remove(labels)
     assert widget.pairs() == []
     again = viewer.add_labels(_strokes(), name="second try")
@@ -43,9 +43,9 @@ def test_an_explicit_no_annotation_choice_sticks(make_napari_viewer):
     image = viewer.add_image(np.zeros((64, 64)), name="cells")
     widget = TrainWidget(viewer)
     viewer.add_labels(_strokes(), name="cells strokes")
-    widget._rows[0].annotations.value = None  # the user picks "—"
+    widget._pairs.rows[0].annotations.value = None  # the user picks "—"
     viewer.add_labels(_strokes(), name="more strokes")
-    assert widget.pairs() == [] and widget._rows[0].image_layer is image
+    assert widget.pairs() == [] and widget._pairs.rows[0].image_layer is image
 
 
 def test_truth_is_never_taken_for_training_by_itself(sample_viewer, messages):
@@ -121,7 +121,7 @@ def test_last_error_stays_whole_in_the_status_line(sample_viewer, messages, when
         widget._train.changed.emit(True)
         text = messages["error"][-1]
     else:
-        from napari_unet._widgets._train_job import Notice
+        from napari_unet.training.events import Notice
 
         text = f"Something about '{long_name}' happened: check it."
         widget._on_event(Notice(text))
@@ -129,7 +129,7 @@ def test_last_error_stays_whole_in_the_status_line(sample_viewer, messages, when
 
 
 def test_one_palette_for_sample_strokes_new_layers_legend_and_predictions(qtbot, sample_viewer, tiny_model):
-    from napari_unet._widgets import _common as c
+    from napari_unet._widgets import _colors as c
     from napari_unet._widgets._predict import PredictWidget
     from napari_unet._widgets._state import get_store
 
@@ -138,7 +138,7 @@ def test_one_palette_for_sample_strokes_new_layers_legend_and_predictions(qtbot,
     new = widget.new_scribble_layer()
     for value in (1, 2):  # was: brown / cyan in the sample, blue / yellow in a new layer
         assert c.hex_color(sample, value) == c.hex_color(new, value) == c.scribble_color(value)
-        assert c.scribble_color(value) in widget._legend.value
+        assert c.scribble_color(value) in widget._annotations.legend.value
     get_store(sample_viewer).set(tiny_model, "tiny")
     predict = PredictWidget(sample_viewer)
     predict._instances.value = False

@@ -1,0 +1,157 @@
+"""The live preview while training: which region the user looks at, and the Labels layer the session's
+``Preview`` events are drawn into."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..training.events import Preview, View
+from . import _colors as colors
+from . import _common as c
+
+MAX_MIRRORED_PLANE = 4096 * 4096  # up to this plane size the preview layer holds a whole plane (written in place)
+MIN_VIEW_SIDE = 64  # the preview predicts at least this many pixels per side, so the network sees some context
+
+
+class LivePreview:
+    """The preview layer of one Train dock and the visible region of the running session's images.
+
+    ``note`` says why there is no preview (e.g. a 3D view), for the status line.
+    """
+
+    def __init__(self, viewer) -> None:
+        self._viewer = viewer
+        self.layer = None
+        self._image = None  # the image layer the preview layer belongs to
+        self.off_this_run = False  # the user removed the preview layer during this run
+        self.note = ""
+
+    def start_run(self) -> None:
+        self.off_this_run = False
+        self.note = ""
+
+    def forget(self, layer) -> None:
+        """A layer was removed; if it was the preview layer, the next run adds a new one."""
+        if layer is self.layer:
+            self.layer = None
+
+    def prepare(self, pairs: list[tuple], n_classes: int) -> None:
+        """Add the (empty) preview layer when Train is clicked, so no layer is created while training runs.
+
+        Adding a layer costs napari a few hundred ms on the GUI thread (visuals, layer controls); during
+        training the preview then only writes the predicted box into this layer and refreshes it.
+        """
+        image = pairs[0][0]
+        if self.layer is not None and self.layer in self._viewer.layers and self._image is image:
+            return
+        shape = _plane_shape(image)
+        if shape is None:
+            return  # huge planes: the layer is created with the first preview, sized to the predicted box
+        self._add_layer(pairs, image, np.zeros(shape, np.uint8), image.translate, n_classes)
+
+    def _add_layer(self, pairs: list[tuple], image, data: np.ndarray, translate, n_classes: int):
+        layer = self._viewer.add_labels(
+            data,
+            name=c.unique_name(self._viewer, f"{image.name} preview"),
+            scale=image.scale,
+            translate=translate,
+            opacity=0.45,
+            colormap=colors.class_colormap(max(n_classes, 1)),
+            metadata={c.ROLE_KEY: c.PREVIEW},
+        )
+        layer.editable = False
+        self.layer = layer
+        self._image = image
+        # keep the user's annotation layer on top and active, so painting goes on undisturbed
+        layers = self._viewer.layers
+        for img, lab in pairs:
+            if img is image and lab in layers:
+                if layers.index(layer) > layers.index(lab):
+                    layers.move(layers.index(layer), layers.index(lab))
+                layers.selection.active = lab
+        return layer
+
+    def show(self, p: Preview, pairs: list[tuple]) -> None:
+        """Draw the predicted box into the preview layer (a new layer if there is none for this image)."""
+        image = pairs[p.view.image][0]
+        scale = np.asarray(image.scale, float)
+        lead = len(p.view.plane)
+        n_max = int(p.labels.max()) if p.labels.size else 0
+        layer = self.layer
+        if layer is not None and (layer not in self._viewer.layers or self._image is not image):
+            layer = None
+        mirrored = _plane_shape(image)
+        (r0, r1), (c0, c1) = p.view.rows, p.view.cols
+        if mirrored is not None:
+            # the layer mirrors one whole plane: write the predicted box into it, clear the rest
+            translate = np.asarray(image.translate, float) + np.array(p.view.plane + (0, 0), float) * scale
+            if layer is None or tuple(layer.data.shape) != mirrored:
+                if layer is not None:
+                    self._viewer.layers.remove(layer)
+                layer = self._add_layer(pairs, image, np.zeros(mirrored, np.uint8), translate, n_max)
+            data = layer.data
+            data[...] = 0
+            data[(0,) * lead + (slice(r0, r1), slice(c0, c1))] = p.labels
+        else:
+            data = p.labels.reshape((1,) * lead + p.labels.shape)
+            translate = np.asarray(image.translate, float) + np.array(p.view.plane + (r0, c0), float) * scale
+            if layer is None:
+                layer = self._add_layer(pairs, image, data, translate, n_max)
+        if n_max > len(layer.colormap.color_dict) - 2:
+            layer.colormap = colors.class_colormap(n_max)
+        if not np.allclose(np.asarray(layer.translate, float), translate):
+            layer.translate = translate
+        if mirrored is not None:
+            layer.refresh(thumbnail=False)
+        else:
+            layer.data = data
+
+    def current_view(self, pairs: list[tuple]) -> View | None:
+        """The visible box of the preview image, in its data coordinates, or None (e.g. in 3D view).
+
+        Sets ``note`` to the reason when there is no preview, for the status line.
+        """
+        viewer = self._viewer
+        self.note = ""
+        if not pairs:
+            return None
+        if viewer.dims.ndisplay != 2:
+            self.note = "No live preview in 3D view: switch to 2D view to see it."
+            return None
+        active = viewer.layers.selection.active
+        index = max((k for k, pair in enumerate(pairs) if any(active is x for x in pair)), default=0)
+        image = pairs[index][0]
+        shape = c.layer_spatial_shape(image)
+        # the preview predicts planes of the last two axes; shown transposed (rows and columns swapped) is fine
+        if sorted(viewer.dims.displayed) != [viewer.dims.ndim - 2, viewer.dims.ndim - 1]:
+            self.note = (
+                "No live preview: the view shows a cut through the stack (other axes than the last two); "
+                "the preview predicts image planes. Reset the axis order (Transpose / Roll buttons) to see it."
+            )
+            return None
+        point = np.asarray(image.world_to_data(viewer.dims.point), float)[-len(shape) :]
+        plane = tuple(int(np.clip(round(x), 0, s - 1)) for x, s in zip(point[:-2], shape[:-2], strict=True))
+        corners = np.asarray(image.corner_pixels)
+        (r0, c0), (r1, c1) = corners[0, -2:], corners[1, -2:]
+        h, w = shape[-2:]
+        if r1 - r0 < 8 or c1 - c0 < 8:  # not drawn yet: the whole plane
+            r0, c0, r1, c1 = 0, 0, h, w
+        r0, c0 = max(0, int(r0) - 8), max(0, int(c0) - 8)
+        r1, c1 = min(h, int(r1) + 9), min(w, int(c1) + 9)
+        return View(index, plane, _widen(r0, r1, h, MIN_VIEW_SIDE), _widen(c0, c1, w, MIN_VIEW_SIDE))
+
+
+def _plane_shape(image) -> tuple[int, ...] | None:
+    """Shape of the preview layer (one plane of the image), or None if a plane is too large to mirror."""
+    shape = c.layer_spatial_shape(image)
+    if int(np.prod(shape[-2:])) > MAX_MIRRORED_PLANE:
+        return None
+    return (1,) * (len(shape) - 2) + tuple(shape[-2:])
+
+
+def _widen(lo: int, hi: int, size: int, minimum: int) -> tuple[int, int]:
+    if hi - lo >= minimum or size <= minimum:
+        return (lo, hi) if size > minimum else (0, size)
+    mid = (lo + hi) // 2
+    lo = int(np.clip(mid - minimum // 2, 0, size - minimum))
+    return lo, lo + minimum

@@ -1,0 +1,373 @@
+"""A train session: rounds of core training with live previews while the user paints. No Qt, no layers.
+
+The GUI thread talks to the running session only through an ``Inbox`` (new strokes, the visible region,
+stop); the session talks back only by yielding the events of ``training.events``: ``Round``, ``Preparing``,
+``Step`` and ``Epoch`` (steps, ``elapsed`` and ``fraction`` of the whole session), ``Preview``, ``Notice``,
+and finally ``Done``. A round is one core ``Trainer`` run; when the user paints new strokes, the current
+round stops and the next continues from the current model with the new strokes, within the same budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+
+import numpy as np
+
+from ..errors import InputError
+from ..training.config import MIN_ROUND_SECONDS, PREVIEW_INTERVAL
+from ..training.events import Done, Epoch, Notice, Prepared, Preparing, Preview, Round, SessionEvent, Step, View
+
+log = logging.getLogger("napari_unet")
+
+# without held-out strokes to compare on, the U-Net's preview replaces the forest's after this many steps
+UNET_PREVIEW_MIN_STEPS = 100
+MAX_PREVIEW_SIDE = 512  # the preview predicts at most this many pixels per side around the view centre
+LARGE_PLANE = 4096 * 4096  # above this, the preview normalizes only the region it predicts
+CACHED_PLANES = 4  # normalized planes the previewer keeps
+
+
+class Inbox:
+    """Thread-safe messages from the GUI thread to the session."""
+
+    def __init__(self, preview: bool = True, preview_interval: float = PREVIEW_INTERVAL) -> None:
+        self._lock = threading.Lock()
+        self._labels: list[np.ndarray] | None = None
+        self._view: View | None = None
+        self._trainer = None
+        self.preview = preview
+        self.preview_interval = preview_interval
+        self.stop_requested = False
+
+    def post_labels(self, labels: list[np.ndarray]) -> None:
+        """New copies of every annotation layer (taken on the GUI thread)."""
+        with self._lock:
+            self._labels = labels
+
+    def take_labels(self) -> list[np.ndarray] | None:
+        with self._lock:
+            labels, self._labels = self._labels, None
+        return labels
+
+    def post_view(self, view: View | None) -> None:
+        with self._lock:
+            self._view = view
+
+    def view(self) -> View | None:
+        with self._lock:
+            return self._view
+
+    def set_trainer(self, trainer) -> None:
+        with self._lock:
+            self._trainer = trainer
+            stop = self.stop_requested
+        if stop:
+            trainer.stop()
+
+    def stop(self) -> None:
+        """End the session after the current step; the model so far is kept (``Done.stopped`` is True)."""
+        with self._lock:
+            self.stop_requested = True
+            trainer = self._trainer
+        if trainer is not None:
+            trainer.stop()
+
+
+def plane_chw(image, plane: tuple[int, ...], rgb: bool, box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """One plane (or only its ``box`` of rows, cols) as float32 channels-first; reads no more than that."""
+    index = tuple(plane)
+    if box is not None:
+        index += tuple(box) + ((slice(None),) if rgb else ())
+    p = np.asarray(image[index] if index else image)
+    return np.moveaxis(p, -1, 0).astype(np.float32) if rgb else p[None].astype(np.float32)
+
+
+class Previewer:
+    """Predicts the visible region with a snapshot of the model; normalizes whole planes once and caches them."""
+
+    def __init__(self, images: Sequence, rgb: Sequence[bool]) -> None:
+        self.images = images
+        self.rgb = rgb
+        self.cache: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, model, view: View) -> np.ndarray:
+        from ..meta import normalization_rule, predicts_boundaries
+        from ..prediction import predict_proba_plane, probabilities_to_labels
+
+        crop = self._normalized_crop(view, normalization_rule(model))
+        probs = predict_proba_plane(model, np.ascontiguousarray(crop), tile_size=max(crop.shape[1:]) + 16, overlap=0)
+        return probabilities_to_labels(probs, boundary=predicts_boundaries(model))
+
+    def _normalized_crop(self, view: View, rule) -> np.ndarray:
+        from ..normalization import normalize
+
+        image, rgb = self.images[view.image], self.rgb[view.image]
+        (r0, r1), (c0, c1) = view.rows, view.cols
+        key = (view.image, view.plane)
+        if key in self.cache:
+            return self.cache[key][:, r0:r1, c0:c1]
+        shape = np.shape(image)
+        if int(np.prod(shape[-3:-1] if rgb else shape[-2:])) > LARGE_PLANE:
+            return normalize(plane_chw(image, view.plane, rgb, (slice(r0, r1), slice(c0, c1))), rule)
+        if len(self.cache) >= CACHED_PLANES:
+            self.cache.pop(next(iter(self.cache)))
+        full = self.cache[key] = normalize(plane_chw(image, view.plane, rgb), rule)
+        return full[:, r0:r1, c0:c1]
+
+
+def clip_view(view: View, max_side: int = MAX_PREVIEW_SIDE) -> View:
+    """Shrink the box around its centre to at most ``max_side`` pixels per side (bounds preview cost)."""
+
+    def clip(lo: int, hi: int) -> tuple[int, int]:
+        if hi - lo <= max_side:
+            return lo, hi
+        mid = (lo + hi) // 2
+        return mid - max_side // 2, mid - max_side // 2 + max_side
+
+    return View(view.image, view.plane, clip(*view.rows), clip(*view.cols))
+
+
+def unet_preview_wins(steps: int, val_dice: float | None, forest_val_dice: float | None) -> bool:
+    """Whether the U-Net's preview replaces the forest's: once it is at least as good on the held-out strokes,
+    or, without held-out strokes, after ``UNET_PREVIEW_MIN_STEPS`` steps.
+
+    The same question as self-training's ``training.selftrain.unet_beats_forest`` (which also waits for half
+    its minimum steps before trusting a validation score); to be merged into that one rule.
+    """
+    if forest_val_dice is not None:
+        return val_dice is not None and val_dice >= forest_val_dice
+    return steps >= UNET_PREVIEW_MIN_STEPS
+
+
+class _Previews:
+    """The live previews of a session: the forest's first, then the U-Net's in one thread beside training, so
+    Stop never waits for a preview and training never pauses for one."""
+
+    def __init__(self, inbox: Inbox, previewer: Previewer, pool: ThreadPoolExecutor) -> None:
+        self.inbox = inbox
+        self.previewer = previewer
+        self.pool = pool
+        self.pending: Future | None = None
+        self.last = time.perf_counter()
+        self.forest_dice: float | None = None
+        self.forest_shown = False  # the forest's preview is up and the U-Net has not yet beaten it
+
+    def predict(self, model, step: int) -> Preview | None:
+        view = self.inbox.view()
+        if view is None:
+            return None
+        view = clip_view(view)
+        return Preview(view, self.previewer(model, view), step)
+
+    def forest(self, trainer, prepared: Prepared, step: int) -> Preview | None:
+        """The forest's pseudo-labels of the visible region: the first preview, before any U-Net step."""
+        self.forest_dice = prepared.forest_val_dice
+        view = self.inbox.view()
+        if not self.inbox.preview or view is None or self.inbox.stop_requested:
+            return None
+        view = clip_view(view)
+        box = trainer.pseudo_labels_in(view.image, view.plane, view.rows, view.cols)
+        if box is None:
+            return None
+        self.forest_shown = True
+        self.last = time.perf_counter()
+        return Preview(view, box, step)
+
+    def after_step(self, steps: int, val_dice: float | None) -> None:
+        if self.forest_shown and unet_preview_wins(steps, val_dice, self.forest_dice):
+            self.forest_shown = False
+
+    def _finished(self) -> Preview | None:
+        if self.pending is None or not self.pending.done():
+            return None
+        future, self.pending = self.pending, None
+        self.last = time.perf_counter()
+        try:
+            return future.result()
+        except Exception:  # a failed preview must not end training
+            log.exception("napari-unet: preview failed")
+            return None
+
+    def next(self, trainer, step: int) -> Preview | None:
+        """A finished preview to show; else, when one is due, start the next from a snapshot of the model."""
+        shown = self._finished()
+        if shown is not None:
+            return shown
+        due = time.perf_counter() - self.last >= self.inbox.preview_interval
+        if self.inbox.preview and self.pending is None and not self.forest_shown and due:
+            self.pending = self.pool.submit(self.predict, trainer.snapshot(), step)
+        return None
+
+    def final(self, model, step: int) -> Preview | None:
+        """The trained model's preview; a preview still running shares the previewer's cache: it ends first."""
+        if self.pending is not None and not self.pending.cancel():
+            futures_wait([self.pending])
+        self.pending = None
+        try:
+            return self.predict(model, step)
+        except Exception:  # a failed preview must not lose the trained model
+            log.exception("napari-unet: preview failed")
+            return None
+
+
+class _Session:
+    """One session's rounds and its totals; ``run`` yields its events."""
+
+    def __init__(self, images, labels, config, model, inbox: Inbox, previews: _Previews, cache) -> None:
+        self.images, self.config, self.model, self.cache = images, config, model, cache
+        self.inbox = inbox
+        self.previews = previews
+        self.start = time.perf_counter()
+        self.steps = self.epochs = self.rounds = self.skipped = 0
+        self.loss: float | None = None
+        self.val_dice: float | None = None
+        self.plateau = False
+        self.current: list[np.ndarray] = list(labels)
+        self.previous: list[np.ndarray] | None = None
+
+    def run(self) -> Iterator[SessionEvent]:
+        while True:
+            trainer = yield from self._next_trainer()
+            done, new_labels = yield from self._round(trainer)
+            self._add(done)
+            if new_labels is None or self.inbox.stop_requested:
+                break
+            self.previous, self.current = self.current, new_labels
+        stopped = self.inbox.stop_requested
+        if self.inbox.preview and not stopped:
+            shown = self.previews.final(self.model, self.steps)
+            if shown is not None:
+                yield shown
+        elapsed = time.perf_counter() - self.start
+        yield Done(
+            self.model, self.steps, self.epochs, elapsed, self.loss, self.val_dice, stopped, self.skipped,
+            self.plateau, self.previews.forest_dice,
+        )  # fmt: skip
+
+    def _overrides(self) -> dict:
+        """The next round's budget: what is left of the session's, and where it is in the schedule."""
+        cfg = self.config
+        elapsed = time.perf_counter() - self.start
+        overrides: dict = {}
+        if cfg.time_limit is not None:
+            overrides["time_limit"] = max(cfg.time_limit - elapsed, 0.05)
+        if cfg.epochs is not None:
+            overrides["epochs"] = max(1, cfg.epochs - self.epochs)
+        if self.rounds:  # a later round continues the learning-rate decay of the session
+            if cfg.time_limit is not None:
+                progressed = elapsed / cfg.time_limit
+            else:
+                progressed = self.epochs / max(cfg.epochs or 1, 1)
+            overrides["schedule_start"] = min(max(progressed, 0.0), 0.95)
+        return overrides
+
+    def _next_trainer(self) -> Iterator[SessionEvent]:
+        """The next round's ``Trainer``; new annotations it cannot use give way to the previous ones."""
+        from ..training import Trainer
+
+        while True:
+            try:
+                trainer = Trainer(
+                    self.images, self.current, self.config, model=self.model, pseudo_cache=self.cache,
+                    **self._overrides(),
+                )  # fmt: skip
+            except InputError as e:
+                if self.previous is None:
+                    raise
+                yield Notice(f"The new annotations cannot be used ({e}) Training goes on with the previous ones.")
+                self.current, self.previous = self.previous, None
+                continue
+            self.inbox.set_trainer(trainer)
+            self.rounds += 1
+            yield Round(self.rounds, self.steps, trainer.mode, trainer.n_classes, trainer.n_annotated)
+            return trainer
+
+    def _round(self, trainer) -> Iterator[SessionEvent]:
+        """One round; returns its ``Done`` and the new strokes that ended it (None if none did)."""
+        round_start = time.perf_counter()
+        new_labels = None
+        for event in trainer.run():
+            if isinstance(event, Done):
+                return event, new_labels
+            if isinstance(event, Preparing):
+                yield event
+                continue
+            if isinstance(event, Prepared):
+                shown = self.previews.forest(trainer, event, self.steps)
+                if shown is not None:
+                    yield shown
+                continue
+            yield self._session_wide(event)
+            self.previews.after_step(self.steps + trainer.steps, self.val_dice)
+            if self.inbox.stop_requested:
+                continue
+            if new_labels is None and time.perf_counter() - round_start >= MIN_ROUND_SECONDS:
+                new_labels = self.inbox.take_labels()
+                if new_labels is not None:
+                    trainer.stop()  # the round ends after this step; the next one takes the new strokes
+                    continue
+            shown = self.previews.next(trainer, self.steps + trainer.steps)
+            if shown is not None:
+                yield shown
+        raise RuntimeError("the trainer ended without Done")
+
+    def _session_wide(self, event: Step | Epoch) -> Step | Epoch:
+        """The round's ``Step`` or ``Epoch`` with steps, epochs, elapsed and fraction of the whole session."""
+        cfg = self.config
+        elapsed = time.perf_counter() - self.start
+        step = self.steps + event.step
+        fraction = elapsed / cfg.time_limit if cfg.time_limit is not None else 0.0
+        if cfg.epochs is not None:
+            fraction = max(fraction, step / (cfg.epochs * cfg.steps_per_epoch))
+        if isinstance(event, Step):
+            self.loss = event.loss
+        elif event.val_dice is not None:
+            self.val_dice = event.val_dice
+        return dataclasses.replace(
+            event, step=step, epoch=self.epochs + event.epoch, elapsed=elapsed, fraction=min(1.0, fraction)
+        )
+
+    def _add(self, done: Done) -> None:
+        self.model = done.model
+        self.steps += done.steps
+        self.epochs += done.epochs
+        self.skipped += done.skipped
+        self.plateau = done.plateau
+        if done.forest_val_dice is not None:
+            self.previews.forest_dice = done.forest_val_dice
+        if done.val_dice is not None:
+            self.val_dice = done.val_dice
+
+
+def train_rounds(
+    images: Sequence,
+    labels: Sequence[np.ndarray],
+    config,
+    model,
+    inbox: Inbox,
+    rgb: Sequence[bool] | None = None,
+    pseudo_cache=None,
+) -> Iterator[SessionEvent]:
+    """The train session: yields ``Round``, ``Preparing``, ``Step``, ``Epoch``, ``Preview`` and ``Notice``
+    events, then ``Done`` with the session's totals.
+
+    ``labels`` must be copies the GUI will not change; newer copies arrive through ``inbox.post_labels``.
+    ``pseudo_cache`` (a ``pseudo.PseudoCache``) keeps pseudo-labelling work across rounds and Train clicks.
+    For scribbles, the first preview is the forest's pseudo-labels (seconds after Train); the U-Net's previews
+    replace it once it wins (``unet_preview_wins``).
+    """
+    from ..training.pseudo import PseudoCache
+
+    rgb = list(rgb) if rgb is not None else [False] * len(images)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-preview")
+    previews = _Previews(inbox, Previewer(images, rgb), pool)
+    cache = pseudo_cache if pseudo_cache is not None else PseudoCache()
+    try:
+        yield from _Session(images, labels, config, model, inbox, previews, cache).run()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
