@@ -292,6 +292,24 @@ def test_too_few_steps_are_said_plainly(train_widget, tiny_model, messages):
     assert any("only 21 training steps" in m for m in messages["warning"]), messages
 
 
+def test_an_early_end_shows_a_full_bar_that_says_why(train_widget, tiny_model):
+    from napari_unet.training import Done, TrainConfig
+
+    bar = train_widget._progress
+    train_widget._run.start(TrainConfig(time_limit=120))
+    bar.value = 340  # a run that ends at 34% of its budget
+    train_widget._on_done(Done(tiny_model, 200, 10, 40.0, 0.5, 0.8, False, plateau=True))
+    assert bar.value == bar.max and bar.native.format() == "done: stopped improving"
+    bar.value = 340
+    train_widget._on_done(Done(tiny_model, 200, 10, 40.0, 0.5, 0.8, True))
+    assert bar.value == bar.max and bar.native.format() == "stopped"
+    train_widget._on_done(Done(tiny_model, 600, 30, 119.0, 0.5, 0.8, False))
+    assert bar.native.format() == "done: time budget used"
+    train_widget._run.start(TrainConfig(time_limit=None, epochs=3))
+    train_widget._on_done(Done(tiny_model, 60, 3, 19.0, 0.5, 0.8, False))
+    assert bar.value == bar.max and bar.native.format() == "done: 3 epochs"
+
+
 def test_preview_when_transposed_and_why_not_in_3d(qtbot, train_widget, sample_viewer):
     sample_viewer.dims.order = (1, 0)  # the Transpose button
     train_widget.set_settings(time_limit=4, preview_every=1)

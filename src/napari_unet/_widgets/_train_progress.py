@@ -97,13 +97,26 @@ class RunProgress:
         if warning:
             self.status.value += f"<br><b>{html.escape(warning)}</b>"
             c.report_warning(warning)
-        self.bar.value = BAR_STEPS if not done.stopped else self.bar.value
-        self.bar.native.setFormat("stopped" if done.stopped else "done")
+        c.set_progress(self.bar, BAR_STEPS, end_reason(done, self._config))
         self.plot.update()
 
     def failed(self, error: BaseException) -> None:
         self.status.value = "Training failed: " + c.describe(error)
         self.bar.native.setFormat("failed")
+
+
+def end_reason(done: Done, config: TrainConfig | None) -> str:
+    """Why the run ended, in the words of the progress bar: Stop (or a removed layer), the plateau, the
+    epochs asked for, or the time budget."""
+    if done.stopped:
+        return "stopped"
+    if done.plateau:
+        return "done: stopped improving"
+    if config is not None and config.epochs is not None and done.epochs >= config.epochs:
+        return f"done: {done.epochs} epoch{'s' if done.epochs > 1 else ''}"
+    if config is not None and config.time_limit is not None:
+        return "done: time budget used"
+    return "done"
 
 
 def skipped_warning(skipped: int) -> str:
