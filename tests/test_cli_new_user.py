@@ -106,10 +106,14 @@ def test_train_multiclass_means_dense_and_ambiguous_labels_ask(tmp_path, capsys)
 
 
 @pytest.mark.parametrize(
-    "stopped,plateau,reason",
-    [(False, True, "stopped: it had stopped improving"), (False, False, "time limit")],
+    "stopped,plateau,why,reason",
+    [
+        (False, True, "plateau", "done: it had stopped improving"),
+        (False, False, "time limit", "done: time budget used"),
+        (True, False, "stopped", "stopped by you"),
+    ],
 )
-def test_progress_bar_ends_full_with_the_reason(capsys, stopped, plateau, reason):
+def test_progress_bar_ends_full_with_the_reason(capsys, stopped, plateau, why, reason):
     """A run that ends early (a plateau, the time limit) leaves a full bar that says why, not one stuck at 34%."""
     from types import SimpleNamespace
 
@@ -124,7 +128,7 @@ def test_progress_bar_ends_full_with_the_reason(capsys, stopped, plateau, reason
 
         def run(self):
             yield Step(34, 1, 0.5, 3.4, 0.34)
-            yield Done(None, 34, 1, 3.4, 0.5, None, stopped, plateau=plateau)
+            yield Done(None, 34, 1, 3.4, 0.5, None, stopped, plateau=plateau, reason=why)
 
     done = run_training(Stub())
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]  # the bar as it was left

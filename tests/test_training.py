@@ -292,3 +292,20 @@ def test_self_training_waits_until_the_unet_beats_the_forest(blobs, tiny):
     assert not trainer._may_self_train()  # too few steps to trust a validation score
     trainer.steps, trainer.val_dice, trainer.forest_val_dice = SELF_TRAIN_MIN_STEPS, None, None
     assert trainer._may_self_train()  # nothing held out: enough steps decide
+
+
+def test_done_says_why_the_run_ended(blobs, tiny):
+    from napari_unet.training.events import EPOCHS, PLATEAU, STOPPED, TIME_LIMIT
+
+    image, labels = blobs
+    assert list(Trainer(image, labels, mode="dense", **tiny).run())[-1].reason == EPOCHS
+    timed = {**tiny, "epochs": None, "time_limit": 0.5, "until_plateau": False}
+    assert list(Trainer(image, labels, mode="dense", **timed).run())[-1].reason == TIME_LIMIT
+    flat = {**tiny, "epochs": None, "time_limit": 600, "steps_per_epoch": 2, "patience": 1, "min_steps": 0}
+    done = list(Trainer(image, labels, mode="dense", **flat).run())[-1]
+    assert done.plateau and done.reason == PLATEAU
+    stopped = Trainer(image, labels, mode="dense", **{**tiny, "epochs": 50})
+    for event in stopped.run():
+        if isinstance(event, Step):
+            stopped.stop()
+    assert event.stopped and event.reason == STOPPED and event.steps == 1

@@ -294,19 +294,23 @@ def test_too_few_steps_are_said_plainly(train_widget, tiny_model, messages):
 
 def test_an_early_end_shows_a_full_bar_that_says_why(train_widget, tiny_model):
     from napari_unet.training import Done, TrainConfig
+    from napari_unet.training.events import EPOCHS, PLATEAU, STOPPED, TIME_LIMIT
 
     bar = train_widget._progress
     train_widget._run.start(TrainConfig(time_limit=120))
     bar.value = 340  # a run that ends at 34% of its budget
-    train_widget._on_done(Done(tiny_model, 200, 10, 40.0, 0.5, 0.8, False, plateau=True))
-    assert bar.value == bar.max and bar.native.format() == "done: stopped improving"
+    train_widget._on_done(Done(tiny_model, 200, 10, 40.0, 0.5, 0.8, False, plateau=True, reason=PLATEAU))
+    assert bar.value == bar.max and bar.native.format() == "done: it had stopped improving"
+    assert "(it had stopped improving)" in train_widget._status.value
     bar.value = 340
-    train_widget._on_done(Done(tiny_model, 200, 10, 40.0, 0.5, 0.8, True))
+    train_widget._on_done(Done(tiny_model, 200, 10, 40.0, 0.5, 0.8, True, reason=STOPPED))
     assert bar.value == bar.max and bar.native.format() == "stopped"
-    train_widget._on_done(Done(tiny_model, 600, 30, 119.0, 0.5, 0.8, False))
+    # a plateau seen late, whose annealing the budget cut short: the budget ended the run, and both say so
+    train_widget._on_done(Done(tiny_model, 600, 30, 119.0, 0.5, 0.8, False, plateau=True, reason=TIME_LIMIT))
     assert bar.native.format() == "done: time budget used"
+    assert "stopped improving" not in train_widget._status.value
     train_widget._run.start(TrainConfig(time_limit=None, epochs=3))
-    train_widget._on_done(Done(tiny_model, 60, 3, 19.0, 0.5, 0.8, False))
+    train_widget._on_done(Done(tiny_model, 60, 3, 19.0, 0.5, 0.8, False, reason=EPOCHS))
     assert bar.value == bar.max and bar.native.format() == "done: 3 epochs"
 
 

@@ -91,32 +91,18 @@ class RunProgress:
 
         dice = f", val Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
         loss = f", loss {done.loss:.3f}" if done.loss is not None else ""
-        why = " (it had stopped improving)" if done.plateau and not done.stopped else ""
-        self.status.value = f"Done: {done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice}{why}."
+        why = done.end_words().removeprefix("done: ")
+        self.status.value = f"Done: {done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice} ({why})."
         warning = trust_warning(done)
         if warning:
             self.status.value += f"<br><b>{html.escape(warning)}</b>"
             c.report_warning(warning)
-        c.set_progress(self.bar, BAR_STEPS, end_reason(done, self._config))
+        c.set_progress(self.bar, BAR_STEPS, done.end_words())
         self.plot.update()
 
     def failed(self, error: BaseException) -> None:
         self.status.value = "Training failed: " + c.describe(error)
         self.bar.native.setFormat("failed")
-
-
-def end_reason(done: Done, config: TrainConfig | None) -> str:
-    """Why the run ended, in the words of the progress bar: Stop (or a removed layer), the plateau, the
-    epochs asked for, or the time budget."""
-    if done.stopped:
-        return "stopped"
-    if done.plateau:
-        return "done: stopped improving"
-    if config is not None and config.epochs is not None and done.epochs >= config.epochs:
-        return f"done: {done.epochs} epoch{'s' if done.epochs > 1 else ''}"
-    if config is not None and config.time_limit is not None:
-        return "done: time budget used"
-    return "done"
 
 
 def skipped_warning(skipped: int) -> str:

@@ -16,16 +16,12 @@ def refresh_interval() -> float:
     return 0.5 if sys.stderr.isatty() else 10.0
 
 
-def stop_reason(done: Done, trainer: Trainer, interrupted: bool) -> str:
-    """Why the run ended, for the bar's last postfix: a bar left at 34% must not look unfinished."""
-    if done.stopped:
-        return "stopped by you" if interrupted else "stopped: the loss was not finite"
-    if done.plateau:
-        return "stopped: it had stopped improving"
-    cfg = trainer.config
-    if cfg.epochs is not None and done.steps >= cfg.epochs * cfg.steps_per_epoch:
-        return f"{cfg.epochs} epoch(s) done"
-    return "time limit"
+def stop_reason(done: Done) -> str:
+    """Why the run ended, for the bar's last postfix: a bar left at 34% must not look unfinished. The CLI's
+    only Stop is Ctrl-C."""
+    from ..training.events import STOPPED
+
+    return "stopped by you (Ctrl-C)" if done.reason == STOPPED else done.end_words()
 
 
 def run_training(trainer: Trainer, desc: str = "training") -> Done:
@@ -58,7 +54,7 @@ def run_training(trainer: Trainer, desc: str = "training") -> Done:
             if isinstance(event, Done):
                 done = event
                 # the run is over, however early: a full bar, and why it ended
-                reason = stop_reason(done, trainer, interrupted)
+                reason = stop_reason(done)
                 bar.set_postfix_str(f"{bar.postfix}, {reason}" if bar.postfix else reason, refresh=False)
                 bar.update(bar.total - bar.n)
                 break

@@ -21,12 +21,23 @@ import numpy as np
 
 from ..errors import InputError
 from ..training.config import MIN_ROUND_SECONDS, PREVIEW_INTERVAL
-from ..training.events import Done, Epoch, Notice, Prepared, Preparing, Preview, Round, SessionEvent, Step, View
+from ..training.events import (
+    STOPPED,
+    Done,
+    Epoch,
+    Notice,
+    Prepared,
+    Preparing,
+    Preview,
+    Round,
+    SessionEvent,
+    Step,
+    View,
+)
+from ..training.selftrain import unet_beats_forest
 
 log = logging.getLogger("napari_unet")
 
-# without held-out strokes to compare on, the U-Net's preview replaces the forest's after this many steps
-UNET_PREVIEW_MIN_STEPS = 100
 MAX_PREVIEW_SIDE = 512  # the preview predicts at most this many pixels per side around the view centre
 LARGE_PLANE = 4096 * 4096  # above this, the preview normalizes only the region it predicts
 CACHED_PLANES = 4  # normalized planes the previewer keeps
@@ -132,18 +143,6 @@ def clip_view(view: View, max_side: int = MAX_PREVIEW_SIDE) -> View:
     return View(view.image, view.plane, clip(*view.rows), clip(*view.cols))
 
 
-def unet_preview_wins(steps: int, val_dice: float | None, forest_val_dice: float | None) -> bool:
-    """Whether the U-Net's preview replaces the forest's: once it is at least as good on the held-out strokes,
-    or, without held-out strokes, after ``UNET_PREVIEW_MIN_STEPS`` steps.
-
-    The same question as self-training's ``training.selftrain.unet_beats_forest`` (which also waits for half
-    its minimum steps before trusting a validation score); to be merged into that one rule.
-    """
-    if forest_val_dice is not None:
-        return val_dice is not None and val_dice >= forest_val_dice
-    return steps >= UNET_PREVIEW_MIN_STEPS
-
-
 class _Previews:
     """The live previews of a session: the forest's first, then the U-Net's in one thread beside training, so
     Stop never waits for a preview and training never pauses for one."""
@@ -179,7 +178,7 @@ class _Previews:
         return Preview(view, box, step)
 
     def after_step(self, steps: int, val_dice: float | None) -> None:
-        if self.forest_shown and unet_preview_wins(steps, val_dice, self.forest_dice):
+        if self.forest_shown and unet_beats_forest(steps, val_dice, self.forest_dice):
             self.forest_shown = False
 
     def _finished(self) -> Preview | None:
@@ -227,6 +226,7 @@ class _Session:
         self.loss: float | None = None
         self.val_dice: float | None = None
         self.plateau = False
+        self.reason = ""  # why the last round ended (Done.reason)
         self.current: list[np.ndarray] = list(labels)
         self.previous: list[np.ndarray] | None = None
 
@@ -246,7 +246,7 @@ class _Session:
         elapsed = time.perf_counter() - self.start
         yield Done(
             self.model, self.steps, self.epochs, elapsed, self.loss, self.val_dice, stopped, self.skipped,
-            self.plateau, self.previews.forest_dice,
+            self.plateau, self.previews.forest_dice, STOPPED if stopped else self.reason,
         )  # fmt: skip
 
     def _overrides(self) -> dict:
@@ -338,6 +338,7 @@ class _Session:
         self.epochs += done.epochs
         self.skipped += done.skipped
         self.plateau = done.plateau
+        self.reason = done.reason
         if done.forest_val_dice is not None:
             self.previews.forest_dice = done.forest_val_dice
         if done.val_dice is not None:
@@ -359,7 +360,8 @@ def train_rounds(
     ``labels`` must be copies the GUI will not change; newer copies arrive through ``inbox.post_labels``.
     ``pseudo_cache`` (a ``pseudo.PseudoCache``) keeps pseudo-labelling work across rounds and Train clicks.
     For scribbles, the first preview is the forest's pseudo-labels (seconds after Train); the U-Net's previews
-    replace it once it wins (``unet_preview_wins``).
+    replace it once the U-Net beats the forest (``training.selftrain.unet_beats_forest``, the rule self-training
+    follows too).
     """
     from ..training.pseudo import PseudoCache
 

@@ -64,8 +64,30 @@ class Done:
     val_dice: float | None
     stopped: bool  # True when stop() ended the run early
     skipped: int = 0  # steps skipped because the loss or a gradient was NaN or inf
-    plateau: bool = False  # True when training ended because it stopped improving
+    plateau: bool = False  # True once the held-out score stopped improving (the annealing that follows may
+    # still have been cut short by the budget: ``reason`` says what ended the run)
     forest_val_dice: float | None = None  # the pseudo-labelling forest's held-out Dice (scribbles)
+    reason: str = ""  # why the run ended: one of END_WORDS' keys ("" for a Done made by hand)
+
+    def end_words(self) -> str:
+        """Why the run ended, in a few words for a progress bar or a status line."""
+        if self.reason == EPOCHS:
+            return f"done: {self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        return END_WORDS.get(self.reason, "stopped" if self.stopped else "done")
+
+
+# why a run ended (``Done.reason``), and how the CLI and the widget say it
+STOPPED = "stopped"  # stop() was called: Stop, Ctrl-C, a removed layer
+NOT_FINITE = "not finite"  # the loss was not finite for MAX_BAD_STEPS steps in a row
+PLATEAU = "plateau"  # the held-out score stopped improving, and the annealing after it ended
+TIME_LIMIT = "time limit"  # the time budget was used
+EPOCHS = "epochs"  # the epochs asked for were trained
+END_WORDS = {
+    STOPPED: "stopped",
+    NOT_FINITE: "stopped: the loss was not finite",
+    PLATEAU: "done: it had stopped improving",
+    TIME_LIMIT: "done: time budget used",
+}
 
 
 @dataclass(frozen=True)

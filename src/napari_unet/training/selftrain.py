@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import SELF_TRAIN_MIN_STEPS, TrainConfig
 from .events import Preparing
-from .patches import Sample
+
+if TYPE_CHECKING:
+    from .patches import Sample
 
 
 def uses_pseudo_labels(cfg: TrainConfig, mode: str) -> bool:
@@ -55,6 +58,7 @@ def forest_pseudo_labels(
     """Pseudo-labels for the scribbled planes, tile by tile until done, the deadline or ``should_stop``;
     yields progress and returns (the labeler, the samples with pseudo-labels merged). Unlabelled tiles keep
     their strokes only; held-out pixels never come back as pseudo-labels."""
+    from .patches import Sample
     from .pseudo import PseudoLabeler, merge
 
     labeler = PseudoLabeler(
@@ -87,6 +91,7 @@ def self_trained_samples(
     """New pseudo-labels from the U-Net's own confident pixels, snapped to edges, on the tiles that have
     pseudo-labels, until the deadline or ``should_stop`` (tiles not reached keep the forest's)."""
     from ..prediction import predict_proba_plane
+    from .patches import Sample
     from .pseudo import merge, outer_box, snap_to_edges, tile_boxes
 
     merged = []

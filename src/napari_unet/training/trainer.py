@@ -15,7 +15,7 @@ import datetime as _dt
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from . import selftrain
 from .augmentation import Augmentation
 from .config import MAX_BAD_STEPS, TrainConfig, make_config
 from .dataset import TrainingData, prepare_data
-from .events import Done, Epoch, Event, Prepared, Preparing, Step
+from .events import EPOCHS, NOT_FINITE, PLATEAU, STOPPED, TIME_LIMIT, Done, Epoch, Event, Prepared, Preparing, Step
 from .losses import segmentation_loss, sparse_loss
 from .patches import PatchSampler
 from .schedule import Schedule, short_run_patch
@@ -243,21 +243,22 @@ class Trainer:
             labeler = self.labeler
             tiles = (labeler.tiles_done, labeler.tiles_total) if labeler else (0, 0)
             yield Prepared(time.perf_counter() - start, *tiles, self.forest_val_dice)
-        yield from self._steps(start)
+        reason = yield from self._steps(start)
         if self.steps % self.config.steps_per_epoch and self.val_blocks:
             self.val_dice = self.validate()
         model = self.finish(time.perf_counter() - start)
         yield Done(
             model, self.steps, self.epochs, time.perf_counter() - start, self.last_loss, self.val_dice, self._stop,
-            self.skipped_steps, self.plateau, self.forest_val_dice,
+            self.skipped_steps, self.plateau, self.forest_val_dice, reason,
         )  # fmt: skip
 
     def _pseudo_deadline(self, start: float) -> float:
         cfg = self.config
         return math.inf if cfg.time_limit is None else start + cfg.pseudo_time * cfg.time_limit
 
-    def _steps(self, start: float) -> Iterator[Step | Epoch]:
-        """Steps until the budget, the epochs, the end of the annealing after a plateau, or ``stop()``."""
+    def _steps(self, start: float) -> Generator[Step | Epoch, None, str]:
+        """Steps until the budget, the epochs, the end of the annealing after a plateau, or ``stop()``; returns
+        why they ended (``Done.reason``)."""
         cfg, schedule = self.config, self.schedule
         refresh = self.use_pseudo and cfg.self_training > 0
         epoch_losses: list[float] = []
@@ -267,10 +268,14 @@ class Trainer:
         val_seconds = 0.0  # the last validation's duration: one more runs after the last step
         while not self._stop:
             fraction = schedule.last_fraction = schedule.fraction(elapsed, self.steps)
-            if fraction >= 1.0 or schedule.annealed(self.steps):
-                break
+            if schedule.annealed(self.steps):
+                return PLATEAU
+            if fraction >= 1.0:
+                return (
+                    EPOCHS if cfg.epochs is not None and self.steps >= cfg.epochs * cfg.steps_per_epoch else TIME_LIMIT
+                )
             if cfg.time_limit is not None and self.steps and elapsed + step_seconds + val_seconds > cfg.time_limit:
-                break  # the next step (and the last validation) would end past the budget: the user's wall time
+                return TIME_LIMIT  # the next step (and the last validation) would end past the budget
             if refresh and (fraction >= cfg.self_training or schedule.anneal is not None) and self._may_self_train():
                 refresh = False
                 # self-training gets at most a tenth of the budget that is left
@@ -285,7 +290,9 @@ class Trainer:
             elapsed = time.perf_counter() - start
             if not math.isfinite(loss):
                 bad_in_a_row += 1
-                self._stop = self._stop or _warn_not_finite(self.steps, bad_in_a_row)
+                if _warn_not_finite(self.steps, bad_in_a_row):
+                    self._stop = True
+                    return NOT_FINITE
                 continue
             bad_in_a_row = 0
             self.last_loss = loss
@@ -298,6 +305,7 @@ class Trainer:
                 yield epoch
                 elapsed = time.perf_counter() - start
                 epoch_losses = []
+        return STOPPED
 
     def _end_epoch(self, epoch_loss: float, start: float) -> Epoch:
         self.epochs += 1
