@@ -23,14 +23,14 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    viewer = napari.Viewer(show=True, title="napari-unet")
+    viewer = napari.Viewer(show=True, title="napari-unet-trainer")
     window = viewer.window._qt_window
     window.setGeometry(0, 0, 1600, 1000)  # the whole screen (Xvfb has no window manager to maximize)
-    _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
-    _, predict = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
-    _, metrics = viewer.window.add_plugin_dock_widget("napari-unet", "Metrics")
+    _, train = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Train")
+    _, predict = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Predict")
+    _, metrics = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Metrics")
     wait(1.0)
-    viewer.open_sample("napari-unet", "nuclei_strokes")
+    viewer.open_sample("napari-unet-trainer", "nuclei_strokes")
     train._collapsible.expand(animate=False)
     train.set_settings(time_limit=args.seconds, preview_every=2)
 

@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 from napari_unet import InputError, Trainer, iter_predict, load_model, predict, save_model, train
 from napari_unet.cli import main
 from napari_unet.images import check_image
-from napari_unet.labels import _integer_labels
+from napari_unet.labels import integer_labels
 from napari_unet.normalization import normalize
 
 TINY = dict(filters=4, depth=2, patch_size=32, batch_size=2, epochs=1, steps_per_epoch=2, time_limit=None)
@@ -249,7 +249,7 @@ def test_check_image_accepts_exactly_numeric_arrays_with_pixels(a):
 @given(hnp.arrays(NUMERIC, hnp.array_shapes(max_dims=2, max_side=5)))
 def test_integer_labels_convert_or_refuse_clearly(a):
     try:
-        out = _integer_labels(a)
+        out = integer_labels(a)
     except InputError as e:
         assert_clear(str(e))
         return

@@ -34,7 +34,9 @@ MAX_CLASSES = 32
 _MAX_LABEL = 2**53  # beyond this a float is not a whole number any more and an id is surely a mistake
 
 
-def _integer_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
+def integer_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
+    """``labels`` as int64 (bool as int32), or an ``InputError`` naming ``what`` for a dtype or value that is no
+    label id: negative, fractional, NaN or inf, or beyond 2**53."""
     if labels is None:
         raise InputError(f"The {what} are missing (None): give an integer label image.")
     labels = np.asarray(labels)
@@ -223,7 +225,7 @@ def resolve_label_mode(labels_list: Sequence[np.ndarray], mode: str = "auto", mu
 
 def labels_to_target(labels: np.ndarray, mode: str, multiclass: bool = False) -> np.ndarray:
     """Map a label image to the internal target (-1 ignore, 0 background, k class)."""
-    labels = _integer_labels(labels)
+    labels = integer_labels(labels)
     if mode == "sparse":
         if labels.size and labels.max() > MAX_CLASSES + 1:
             raise InputError(

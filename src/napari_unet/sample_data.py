@@ -7,6 +7,7 @@ from importlib.resources import files
 import numpy as np
 
 from .labels import SCRIBBLE_COLORS
+from .layer_roles import ROLE_KEY, SCRIBBLES, TRUTH
 
 
 def _read(name: str) -> np.ndarray:
@@ -37,7 +38,7 @@ _TRUTH_KWARGS = {
     "name": "nuclei ground truth",
     "opacity": 0.4,
     "visible": False,
-    "metadata": {"napari_unet_role": "truth"},
+    "metadata": {ROLE_KEY: TRUTH},
 }
 
 
@@ -60,7 +61,7 @@ def make_nuclei_strokes_sample() -> list[tuple]:
                 "name": "nuclei strokes",
                 # the plugin's palette, as in a 'New scribble layer' (not napari's random label colours)
                 "colormap": {None: "transparent", 0: "transparent", 1: SCRIBBLE_COLORS[0], 2: SCRIBBLE_COLORS[1]},
-                "metadata": {"napari_unet_role": "scribbles"},
+                "metadata": {ROLE_KEY: SCRIBBLES},
             },
             "labels",
         ),

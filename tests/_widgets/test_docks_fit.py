@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet._widgets import MetricsWidget, PredictWidget, TrainWidget
-from napari_unet._widgets._common import PREDICTION, ROLE_KEY
+from napari_unet.layer_roles import PREDICTION, ROLE_KEY
 
 
 def test_three_docks_fit_a_1000px_screen(qtbot, sample_viewer):

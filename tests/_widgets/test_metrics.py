@@ -7,8 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from napari_unet._widgets._common import PREDICTION, ROLE_KEY
 from napari_unet._widgets._metrics import MetricsWidget
+from napari_unet.layer_roles import PREDICTION, ROLE_KEY
 from napari_unet.metrics import evaluate
 
 

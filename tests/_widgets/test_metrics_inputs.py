@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_unet._widgets._common import PREDICTION, ROLE_KEY
 from napari_unet._widgets._metrics import MetricsWidget
+from napari_unet.layer_roles import PREDICTION, ROLE_KEY
 from napari_unet.sample_data import nuclei_labels
 
 

@@ -14,32 +14,13 @@ from magicgui.widgets import Container, EmptyWidget, Label
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..errors import InputError
+from ..layer_roles import PREDICTION, PREVIEW, SCRIBBLES, SOURCE_KEY, role
 
 if TYPE_CHECKING:
     import napari
     from qtpy.QtWidgets import QWidget
 
 log = logging.getLogger("napari_unet")
-
-# ---------------------------------------------------------------------------------------------- layer metadata
-# every ``layer.metadata`` key the docks write or read, and the roles; napari saves metadata with a project
-
-#: key in ``layer.metadata`` that marks layers this plugin added, with their role
-ROLE_KEY = "napari_unet_role"
-PREVIEW, PREDICTION, SCRIBBLES, POLYGONS = "preview", "prediction", "scribbles", "polygons"
-#: role of a layer opened as ground truth (sample data, or a user's own tag): never trained on unasked
-TRUTH = "truth"
-#: roles of the layers the plugin writes its results into (never training inputs)
-OUTPUT_ROLES = (PREVIEW, PREDICTION, POLYGONS)
-#: name of the image a prediction (or its polygons) was made from: pairs it with that image's ground truth
-SOURCE_KEY = "napari_unet_source"
-#: False while the Predict job still writes the layer's planes, True once the image is done
-COMPLETE_KEY = "napari_unet_complete"
-#: True for a prediction made with 'Split touching objects': instance ids by construction
-INSTANCES_KEY = "napari_unet_instances"
-#: the number of objects in a finished prediction
-OBJECTS_KEY = "napari_unet_objects"
-
 
 # ---------------------------------------------------------------------------------------------- messages
 
@@ -103,21 +84,6 @@ def guarded(handler: Callable, line=None) -> Callable:
 def unwrap_viewer(viewer: napari.Viewer) -> napari.Viewer:
     """The real viewer behind napari's public-only proxy, so layers compare by identity."""
     return getattr(viewer, "__wrapped__", viewer)
-
-
-def role(layer) -> str | None:
-    """What this plugin added the layer for (``PREVIEW``, ``PREDICTION``, ...), or None for a user's layer."""
-    return layer.metadata.get(ROLE_KEY) if hasattr(layer, "metadata") else None
-
-
-def is_complete(layer) -> bool:
-    """False for a prediction the Predict job is still writing (or left incomplete); True for any other layer."""
-    return bool(layer.metadata.get(COMPLETE_KEY, True))
-
-
-def predicted_instances(layer) -> bool:
-    """A layer predicted with 'Split touching objects' (instance ids by construction)."""
-    return bool(layer.metadata.get(INSTANCES_KEY))
 
 
 def layer_array(layer):

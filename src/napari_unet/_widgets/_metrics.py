@@ -15,6 +15,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, PushButton
 from qtpy.QtCore import QTimer
 
+from .. import layer_roles as roles
 from ..errors import InputError
 from ..jobs.events import Scored
 from ..jobs.score import PAIR, ScoreRequest, csv_rows, score_job, score_pairs
@@ -136,7 +137,7 @@ class MetricsWidget(Container):
             data=[(np.array(pred.data), np.array(truth.data)) for pred, truth in pairs],
             names=[(pred.name, truth.name) for pred, truth in pairs],
             # predicted with 'Split touching objects'; the ids are looked at in the job, off the GUI thread
-            instances=[c.predicted_instances(pred) or c.predicted_instances(truth) for pred, truth in pairs],
+            instances=[roles.predicted_instances(pred) or roles.predicted_instances(truth) for pred, truth in pairs],
             multiclass=bool(self._multiclass.value),
             per_slice=bool(self._per_slice.value),
             iou_threshold=float(self._iou_threshold.value),

@@ -11,6 +11,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Select
 from qtpy.QtWidgets import QSizePolicy
 
+from .. import layer_roles as roles
 from . import _common as c
 
 AUTO = "auto"  # the ground-truth choice 'paired by name'
@@ -37,7 +38,7 @@ class PairChoice:
         self.predictions.changed.connect(self._on_predictions_changed)
 
     def _prediction_choices(self, *_) -> list:
-        return [(lay.name, lay) for lay in c.labels_layers(self._viewer) if c.role(lay) != c.PREVIEW]
+        return [(lay.name, lay) for lay in c.labels_layers(self._viewer) if roles.role(lay) != roles.PREVIEW]
 
     def _truth_choices(self, *_) -> list:
         return [("paired by name", AUTO)] + [(lay.name, lay) for lay in c.labels_layers(self._viewer, False)]
@@ -61,8 +62,8 @@ class PairChoice:
         return [
             lay
             for lay in c.labels_layers(self._viewer)
-            if (c.role(lay) == c.PREDICTION and c.is_complete(lay))
-            or (c.role(lay) is None and PREDICTION_NAME.search(lay.name))
+            if (roles.role(lay) == roles.PREDICTION and roles.is_complete(lay))
+            or (roles.role(lay) is None and PREDICTION_NAME.search(lay.name))
         ]
 
     def apply_default_selection(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from .. import layer_roles as roles
 from . import _common as c
 
 # names of evaluation truth; not "mask": complete masks painted to train on are often called so
@@ -23,7 +24,7 @@ _TRUTH_NAME = re.compile(r"truth|\bgt\b|_gt|gt_|ground|reference", re.I)
 
 def looks_like_truth(layer) -> bool:
     """True for a layer that looks like the ground truth used to evaluate, not annotations to train on."""
-    return c.role(layer) == c.TRUTH or bool(_TRUTH_NAME.search(layer.name))
+    return roles.role(layer) == roles.TRUTH or bool(_TRUTH_NAME.search(layer.name))
 
 
 def auto_annotation_layer(image, candidates: Iterable, selected: Iterable = ()):

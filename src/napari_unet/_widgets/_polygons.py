@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import ComboBox, PushButton
 
+from .. import layer_roles as roles
 from ..errors import InputError
 from . import _common as c
 
@@ -94,7 +95,7 @@ class PolygonsExport:
     def _choices(self, *_) -> list:
         layers = c.labels_layers(self._viewer)
         # predictions first, newest first: the usual thing to export
-        layers.sort(key=lambda lay: (c.role(lay) != c.PREDICTION, -self._viewer.layers.index(lay)))
+        layers.sort(key=lambda lay: (roles.role(lay) != roles.PREDICTION, -self._viewer.layers.index(lay)))
         return [(lay.name, lay) for lay in layers]
 
     def export(self, path: str | Path | None = None, layer=None, parent=None) -> Path | None:

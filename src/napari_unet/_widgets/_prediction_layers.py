@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import layer_roles as roles
 from ..jobs.predict import ImageJob
 from . import _colors as colors
 from . import _common as c
@@ -16,7 +17,7 @@ from ._polygons import POLYGON_STYLE
 
 def objects_text(layer) -> str:
     """' (12 objects)' for a finished prediction that counted its objects, else ''."""
-    n = layer.metadata.get(c.OBJECTS_KEY)
+    n = layer.metadata.get(roles.OBJECTS_KEY)
     return "" if n is None else f" ({n} object{'s' if n != 1 else ''})"
 
 
@@ -52,10 +53,10 @@ class PredictionLayers:
             translate=image.translate,
             opacity=0.8,
             metadata={
-                c.ROLE_KEY: c.PREDICTION,
-                c.SOURCE_KEY: image.name,
-                c.COMPLETE_KEY: False,
-                c.INSTANCES_KEY: instances,
+                roles.ROLE_KEY: roles.PREDICTION,
+                roles.SOURCE_KEY: image.name,
+                roles.COMPLETE_KEY: False,
+                roles.INSTANCES_KEY: instances,
             },
         )
         if not instances:  # classes in the palette of the strokes, legend and preview
@@ -71,7 +72,7 @@ class PredictionLayers:
                 name=c.unique_name(self._viewer, f"{image.name} polygons"),
                 scale=image.scale,
                 translate=image.translate,
-                metadata={c.ROLE_KEY: c.POLYGONS, c.SOURCE_KEY: image.name},
+                metadata={roles.ROLE_KEY: roles.POLYGONS, roles.SOURCE_KEY: image.name},
                 **POLYGON_STYLE,
             )
             self._viewer.layers.selection.active = layer
@@ -80,15 +81,15 @@ class PredictionLayers:
         """Mark job ``k``'s layer complete (with its object count) and editable; return it, or None."""
         layer = self.labels[k]
         if layer is not None:
-            layer.metadata[c.COMPLETE_KEY] = True
+            layer.metadata[roles.COMPLETE_KEY] = True
             if n_objects is not None:
-                layer.metadata[c.OBJECTS_KEY] = n_objects
+                layer.metadata[roles.OBJECTS_KEY] = n_objects
             layer.editable = True
             layer.refresh()  # the thumbnail too, once
         return layer
 
     def complete(self) -> list:
-        return [lay for lay in self.outputs if c.is_complete(lay)]
+        return [lay for lay in self.outputs if roles.is_complete(lay)]
 
     def set_contours(self, on: bool) -> None:
         for layer in self.outputs:
@@ -98,7 +99,7 @@ class PredictionLayers:
     def mark_incomplete(self) -> None:
         """Cancel: the image in progress keeps what was written, named '(incomplete)'."""
         for layer in self.labels:
-            if layer is not None and not c.is_complete(layer):
+            if layer is not None and not roles.is_complete(layer):
                 layer.name = c.unique_name(self._viewer, f"{layer.name} (incomplete)")
                 layer.refresh()
 
@@ -112,7 +113,7 @@ class PredictionLayers:
         """Remove the (still empty) Shapes layers of images that were not completed: cancel or failure."""
         for k, shapes in enumerate(self.shapes):
             layer = self.labels[k] if k < len(self.labels) else None
-            complete = layer is not None and c.is_complete(layer)
+            complete = layer is not None and roles.is_complete(layer)
             if shapes is not None and not complete and shapes in self._viewer.layers and not len(shapes.data):
                 self._viewer.layers.remove(shapes)
             if not complete:

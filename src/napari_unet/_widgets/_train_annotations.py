@@ -11,6 +11,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton
 from qtpy.QtCore import QTimer
 
+from .. import layer_roles as roles
 from ..errors import InputError
 from ..labels import MODE_HELP, NOTHING_PAINTED, annotation_hint, label_guess, label_meanings, legend_items
 from . import _colors as colors
@@ -196,7 +197,7 @@ class AnnotationsPanel(Container):
             scale=image.scale,
             translate=image.translate,
             colormap=colors.scribble_colormap(2),
-            metadata={c.ROLE_KEY: c.SCRIBBLES},
+            metadata={roles.ROLE_KEY: roles.SCRIBBLES},
             opacity=0.9,
         )
         self._n_labels[id(layer)] = 2
@@ -219,7 +220,7 @@ class AnnotationsPanel(Container):
         if self.mode.value == "sparse":
             n = self._n_labels.get(id(layer), max(2, _max_label(layer))) + 1
             self._n_labels[id(layer)] = n
-            if c.role(layer) == c.SCRIBBLES:
+            if roles.role(layer) == roles.SCRIBBLES:
                 layer.colormap = colors.scribble_colormap(n)
                 _set_features(layer, n)
             layer.selected_label = n

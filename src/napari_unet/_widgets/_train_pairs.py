@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from magicgui.widgets import CheckBox, ComboBox, Container, Label
 
+from .. import layer_roles as roles
 from . import _common as c
 from ._label_images import picture_images
 from ._pairing import PairingMemory
@@ -127,12 +128,12 @@ class PairsPanel(Container):
         layer = getattr(event, "value", None) if event is not None else None
         if layer is not None and getattr(event, "type", "") == "inserted":
             layer.events.name.connect(self._on_layer_renamed)
-        if c.role(layer) in c.OUTPUT_ROLES:
+        if roles.role(layer) in roles.OUTPUT_ROLES:
             return  # previews, predictions and polygons are never training inputs: no need to rebuild the rows
         self.refresh()
 
     def _on_layer_renamed(self, event=None) -> None:
-        if c.role(getattr(event, "source", None)) not in c.OUTPUT_ROLES:
+        if roles.role(getattr(event, "source", None)) not in roles.OUTPUT_ROLES:
             self.refresh()
 
     def _on_layer_removed(self, event) -> None:
@@ -140,5 +141,5 @@ class PairsPanel(Container):
         with contextlib.suppress(Exception):
             layer.events.name.disconnect(self._on_layer_renamed)
         self._memory.forget(layer)
-        if c.role(layer) not in c.OUTPUT_ROLES:
+        if roles.role(layer) not in roles.OUTPUT_ROLES:
             self.refresh()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import layer_roles as roles
 from ..training.events import Preview, View
 from . import _colors as colors
 from . import _common as c
@@ -57,7 +58,7 @@ class LivePreview:
             translate=translate,
             opacity=0.45,
             colormap=colors.class_colormap(max(n_classes, 1)),
-            metadata={c.ROLE_KEY: c.PREVIEW},
+            metadata={roles.ROLE_KEY: roles.PREVIEW},
         )
         layer.editable = False
         self.layer = layer

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..images import check_fits, check_image, guess_channel_axis, iter_slices, spatial_shape
-from ..labels import IGNORE, _integer_labels, count_classes, is_instance_labels, labels_to_target, resolve_label_mode
+from ..labels import IGNORE, count_classes, integer_labels, is_instance_labels, labels_to_target, resolve_label_mode
 from ..meta import learns_boundaries, normalization_rule
 from ..meta import object_size as model_object_size
 from ..normalization import DEFAULT_NORMALIZATION, normalize
@@ -70,7 +70,7 @@ def prepare_data(images, labels, cfg: TrainConfig, model=None) -> TrainingData:
     )
     label_arrays = [np.asarray(lab) for lab in labels]
     for k, lab in enumerate(label_arrays):
-        _integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
+        integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
     mode = resolve_label_mode(label_arrays, cfg.mode, cfg.multiclass)
     instances = learn_instances(cfg, mode, label_arrays, model)
     data = TrainingData(
