@@ -101,7 +101,7 @@ def main() -> None:
                 done = list(binary.run())[-1]
                 results.append(("binary + watershed", done.steps, nu.predict(done.model, tx, instances=True)))
             boundary = nu.Trainer(x, y, mode="dense", seed=seed, **limit)
-            assert boundary.instances
+            assert boundary.boundaries
             done = list(boundary.run())[-1]
             mask = nu.predict(done.model, tx)
             results.append(("boundary + watershed", done.steps, split_instances(mask > 0)))

@@ -67,7 +67,7 @@ def test_training_on_instance_masks_learns_the_boundary_target_and_splits_touchi
         img, lab, mode="dense", epochs=12, time_limit=None, steps_per_epoch=10, filters=8, depth=2,
         patch_size=48, batch_size=4, augment=False, learning_rate=1e-2, val_fraction=0.0,
     )  # fmt: skip
-    assert trainer.instances and trainer.n_classes == 2  # interior and boundary
+    assert trainer.boundaries and trainer.n_classes == 2  # interior and boundary
     model = [e for e in trainer.run()][-1].model
     assert model.meta["instances"] == "boundary" and model.out_channels == 3
     assert 19 <= model.meta["object_size"] <= 21  # the discs' diameter: spaces seeds, sizes specks
@@ -81,11 +81,11 @@ def test_training_on_instance_masks_learns_the_boundary_target_and_splits_touchi
 def test_binary_and_multiclass_masks_keep_their_targets():
     img, lab = touching_discs()
     binary = nu.Trainer(img, (lab > 0).astype(np.uint8), mode="dense", epochs=1, time_limit=None)
-    assert not binary.instances and binary.n_classes == 1
+    assert not binary.boundaries and binary.n_classes == 1
     classes = nu.Trainer(img, lab, mode="dense", multiclass=True, epochs=1, time_limit=None)
-    assert not classes.instances and classes.n_classes == 2
+    assert not classes.boundaries and classes.n_classes == 2
     forced = nu.Trainer(img, lab, mode="dense", instances=False, epochs=1, time_limit=None)
-    assert not forced.instances and forced.n_classes == 1
+    assert not forced.boundaries and forced.n_classes == 1
     with pytest.raises(nu.InputError, match="instances=True"):
         nu.Trainer(img, lab, mode="dense", multiclass=True, instances=True, epochs=1, time_limit=None)
 

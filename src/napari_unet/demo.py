@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import InputError
 from .training.config import default
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 TIME_LIMIT = 60.0  # seconds of training: a first look, not the best model (TrainConfig's default is longer)
 
-LABEL_SOURCES = ("strokes", "masks")  # scribbles drawn from the ground truth, or the complete masks
 
 # everything the demo writes into its output folder
 OUTPUTS = (
@@ -79,17 +79,18 @@ def run_demo(
     folder: str | Path,
     *,
     time_limit: float = TIME_LIMIT,
-    labels: str = "strokes",
+    mode: str = "sparse",
     seed: int = default("seed"),
     device: str = "auto",
     precision: str = "auto",
     run_training: Callable[[Trainer], Done] = _drain,
     notify: Callable[[str], object] = lambda message: None,
 ) -> DemoResult:
-    """Train on the left half of the bundled nuclei image (scribbles by default), predict and score the right half,
+    """Train on the left half of the bundled nuclei image, predict and score the right half,
     and write ``OUTPUTS`` into ``folder`` (created if needed; files of an earlier demo are replaced).
 
-    ``run_training`` iterates the trainer to its ``Done``; ``notify`` gets the progress notes (what is trained on,
+    ``mode``: 'sparse' trains on scribbles drawn from the ground truth (0.2% of the pixels), 'dense' on the
+    complete masks. ``run_training`` iterates the trainer to its ``Done``; ``notify`` gets the progress notes (what is trained on,
     how training went, a warning when the model is not to be trusted yet).
     """
     from .io import check_writable
@@ -98,11 +99,14 @@ def run_demo(
     from .sample_data import nuclei, nuclei_labels
     from .strokes import scribbles_from_truth
     from .training import Trainer, trust_warning
+    from .training.events import PLATEAU
 
     outdir = check_writable(folder)
     image, truth = nuclei(), nuclei_labels()
     half = image.shape[1] // 2
-    strokes = labels == "strokes"
+    if mode not in ("sparse", "dense"):
+        raise InputError(f"mode must be 'sparse' (scribbles) or 'dense' (complete masks), got {mode!r}.")
+    strokes = mode == "sparse"
     # scribbles drawn on the training half only, so that half gets the whole 0.2% budget
     train_labels = scribbles_from_truth(truth[:, :half], seed=seed) if strokes else truth[:, :half]
     kind = f"scribbles on {np.count_nonzero(train_labels)} pixels" if strokes else "complete masks"
@@ -114,10 +118,10 @@ def run_demo(
         seed=seed,
         device=device,
         precision=precision,
-        mode="sparse" if strokes else "dense",
+        mode=mode,
     )
     done = run_training(trainer)
-    why = ", then it stopped improving" if done.plateau and not done.stopped else ""
+    why = ", then it stopped improving" if done.reason == PLATEAU else ""
     notify(f"trained {done.steps} steps in {done.elapsed:.0f} s{why}")
     warning = trust_warning(done)
     if warning:

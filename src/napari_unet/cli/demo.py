@@ -6,12 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..demo import LABEL_SOURCES, OUTPUTS, TIME_LIMIT
+from ..demo import OUTPUTS, TIME_LIMIT
 from ..training.config import default
 from ._args import add_runtime_arguments
 from ._outputs import refuse_existing
 from ._progress import run_training
 
+_OLD_WORDS = {"strokes": "sparse", "masks": "dense"}
 FOLDER = "napari-unet-demo"  # the default output folder, in the current directory
 
 
@@ -28,12 +29,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     d.add_argument("-o", "--output", default=FOLDER, help=f"output folder (default ./{FOLDER})")
     d.add_argument("--time-limit", type=float, default=TIME_LIMIT, help=f"seconds of training (default {TIME_LIMIT:g})")
-    d.add_argument(
-        "--labels",
-        choices=LABEL_SOURCES,
-        default=LABEL_SOURCES[0],
-        help="train from scribbles on 0.2%% of the pixels (default) or from the complete masks",
+    mode = d.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--sparse",
+        dest="mode",
+        action="store_const",
+        const="sparse",
+        help="train from scribbles drawn from the ground truth on 0.2%% of the pixels (the default)",
     )
+    mode.add_argument("--dense", dest="mode", action="store_const", const="dense", help="train from the complete masks")
+    # the words of earlier versions (--labels strokes|masks), kept for scripts
+    mode.add_argument("--labels", dest="mode", choices=list(_OLD_WORDS), help=argparse.SUPPRESS)
+    d.set_defaults(mode="sparse")
     seed = default("seed")
     d.add_argument(
         "--seed", type=int, default=seed, help=f"random seed of the scribbles and the training (default {seed})"
@@ -51,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(
         args.output,
         time_limit=args.time_limit,
-        labels=args.labels,
+        mode=_OLD_WORDS.get(args.mode, args.mode),
         seed=args.seed,
         device=args.device,
         precision=args.precision,

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     # --time-limit is the user's wall time: the clock started with the command (importing torch, reading)
     trainer.prepare_seconds = time.perf_counter() - getattr(args, "started", time.perf_counter())
     planes = f" on {trainer.planes_used} of {trainer.planes_total} planes" if trainer.planes_total > len(images) else ""
-    what = "instance masks: background, interior, boundary" if trainer.instances else f"{trainer.n_classes} class(es)"
+    what = "instance masks: background, interior, boundary" if trainer.boundaries else f"{trainer.n_classes} class(es)"
     print(
         f"{trainer.mode} labels, {what}, {trainer.n_annotated} annotated pixels{planes}, "
         f"{trainer.device.type} {trainer.precision}",

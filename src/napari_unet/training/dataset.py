@@ -30,7 +30,7 @@ class TrainingData:
     samples: list[Sample]  # one per annotated plane
     sample_keys: list[tuple[int, tuple[int, ...]]]  # (image, plane index) of each sample
     mode: str  # 'sparse' or 'dense'
-    instances: bool  # the boundary target (background / interior / boundary) is learnt
+    boundaries: bool  # the boundary target (background / interior / boundary) is learnt: instance masks
     object_size: float | None  # typical object diameter in pixels
     normalization: dict
     n_classes: int
@@ -72,13 +72,13 @@ def prepare_data(images, labels, cfg: TrainConfig, model=None) -> TrainingData:
     for k, lab in enumerate(label_arrays):
         integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
     mode = resolve_label_mode(label_arrays, cfg.mode, cfg.multiclass)
-    instances = learn_instances(cfg, mode, label_arrays, model)
+    boundaries = learn_boundaries(cfg, mode, label_arrays, model)
     data = TrainingData(
         samples=[],
         sample_keys=[],
         mode=mode,
-        instances=instances,
-        object_size=typical_object_size(mode, instances, label_arrays, model),
+        boundaries=boundaries,
+        object_size=typical_object_size(mode, boundaries, label_arrays, model),
         normalization=dict((normalization_rule(model) if model else None) or DEFAULT_NORMALIZATION),
         n_classes=0,
         in_channels=model.in_channels if model is not None else 0,
@@ -128,7 +128,7 @@ def _add_image(data: TrainingData, k: int, img, lab: np.ndarray, cfg: TrainConfi
     known = data.in_channels or None
     axis = guess_channel_axis(shape, known) if cfg.channel_axis == "auto" else cfg.channel_axis
     _check_label_shape(k, lab, spatial_shape(shape, axis))
-    if data.instances:
+    if data.boundaries:
         from ..instances import boundary_target
 
         target = boundary_target(lab)
@@ -165,7 +165,7 @@ def _add_image(data: TrainingData, k: int, img, lab: np.ndarray, cfg: TrainConfi
     return lost
 
 
-def learn_instances(cfg: TrainConfig, mode: str, labels: list[np.ndarray], model=None) -> bool:
+def learn_boundaries(cfg: TrainConfig, mode: str, labels: list[np.ndarray], model=None) -> bool:
     """Whether to train the boundary target (see ``TrainConfig.instances``)."""
     possible = mode == "dense" and not cfg.multiclass
     if cfg.instances:
@@ -182,13 +182,13 @@ def learn_instances(cfg: TrainConfig, mode: str, labels: list[np.ndarray], model
     return any(is_instance_labels(lab) for lab in labels)
 
 
-def typical_object_size(mode: str, instances: bool, labels: list[np.ndarray], model=None) -> float | None:
+def typical_object_size(mode: str, boundaries: bool, labels: list[np.ndarray], model=None) -> float | None:
     """Typical object diameter from scribbles or instance masks (see instances.py); a fine-tuned model keeps
     its own otherwise."""
     from ..instances import object_size_from_masks, object_size_from_strokes
 
     size = None
-    if mode == "sparse" or instances:
+    if mode == "sparse" or boundaries:
         measure = object_size_from_strokes if mode == "sparse" else object_size_from_masks
         found = [s for s in (measure(lab) for lab in labels) if s]
         size = float(np.median(found)) if found else None

@@ -319,7 +319,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ results
 
     def _blocks_dice(self, predictions: list[np.ndarray]) -> float | None:
-        return blocks_dice(self.val_blocks, predictions, self.n_classes, self.instances)
+        return blocks_dice(self.val_blocks, predictions, self.n_classes, self.boundaries)
 
     def validate(self) -> float | None:
         """Dice (mean over foreground classes) on the held-out annotated blocks."""
@@ -342,7 +342,7 @@ class Trainer:
         }
         record_run(
             model.meta, normalization=self.normalization, label_mode=self.mode, multiclass=self.config.multiclass,
-            boundaries=self.instances, object_size=self.object_size, config=dataclasses.asdict(self.config),
+            boundaries=self.boundaries, object_size=self.object_size, config=dataclasses.asdict(self.config),
             run=run, version=__version__,
         )  # fmt: skip
         return model
@@ -352,7 +352,7 @@ class Trainer:
         model = copy.deepcopy(self.model).to("cpu").eval()
         model.meta = preview_meta(
             copy.deepcopy(self.model.meta), normalization=self.normalization, label_mode=self.mode,
-            boundaries=self.instances,
+            boundaries=self.boundaries,
         )  # fmt: skip
         return model
 
