@@ -1,4 +1,4 @@
-"""Small helpers shared by the dock widgets: layer roles and metadata keys, pairing, messages, Qt wrapping."""
+"""Small helpers shared by the dock widgets: finding and pairing layers, messages, Qt wrapping, throttling."""
 
 from __future__ import annotations
 

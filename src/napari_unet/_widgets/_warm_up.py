@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -31,6 +32,13 @@ def warm_up_in_background() -> None:
 
 
 def _run() -> None:
+    """The warm-up, with Python's cyclic garbage collector off while it runs: importing torch._dynamo allocates
+    enough to trigger collections in this thread, and a collection here can free Qt objects of closed widgets
+    off the GUI thread, which crashes Qt (a segmentation fault in 2 of 4 runs of tests/_widgets/test_docks_fit.py
+    + test_end_to_end.py under Xvfb before this; 0 of 6 after). Cyclic garbage made meanwhile waits a few
+    seconds, until the collector is back on."""
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         if _cancel.is_set():
             return
@@ -39,3 +47,6 @@ def _run() -> None:
         warm_up(should_stop=_cancel.is_set)
     except Exception:  # only an optimization: training works the same without it
         logging.getLogger("napari_unet").debug("warm-up failed", exc_info=True)
+    finally:
+        if collecting:
+            gc.enable()
