@@ -93,15 +93,13 @@ class StallProbe:
 class HandlerTimes:
     """Wraps the widgets' GUI-thread handlers (class methods) and records how long each call takes."""
 
+    # the Train dock's GUI-thread work lives in its panels: each class with the handlers it runs
     TRAIN = (
-        "_on_event",
-        "_on_timer",
-        "_on_finish",
-        "_on_layer_removed",
-        "_on_layers_changed",
-        "start_training",
-        "_on_pairing_changed",
-        "_update_hint",
+        ("_train", "TrainWidget", ("_on_event", "_on_timer", "_on_finish", "_on_layer_removed", "start_training")),
+        ("_train_pairs", "PairsPanel", ("_on_layers_changed", "_pairing_changed")),
+        ("_train_annotations", "AnnotationsPanel", ("pairing_changed", "update_hint")),
+        ("_train_preview", "LivePreview", ("show",)),
+        ("_train_progress", "RunProgress", ("step",)),
     )
     PREDICT = ("_on_event", "_feed_polygons", "_on_finish", "_reset_choices", "start_prediction")
     METRICS = ("update_table", "_on_layers_changed", "schedule", "update_in_background", "_show")
@@ -112,13 +110,19 @@ class HandlerTimes:
         self.profile = profile
 
     def install(self) -> None:
+        import importlib
+
         from napari_unet._widgets._metrics import MetricsWidget
         from napari_unet._widgets._predict import PredictWidget
-        from napari_unet._widgets._train import TrainWidget
 
-        for cls, names in ((TrainWidget, self.TRAIN), (PredictWidget, self.PREDICT), (MetricsWidget, self.METRICS)):
+        classes = [
+            (getattr(importlib.import_module(f"napari_unet._widgets.{module}"), name), names)
+            for module, name, names in self.TRAIN
+        ]
+        for cls, names in (*classes, (PredictWidget, self.PREDICT), (MetricsWidget, self.METRICS)):
+            owner = cls.__name__.replace("Widget", "")
             for name in names:
-                setattr(cls, name, self._wrap(cls.__name__.replace("Widget", ""), name, getattr(cls, name)))
+                setattr(cls, name, self._wrap(owner, name, getattr(cls, name)))
 
     def _wrap(self, owner: str, name: str, func):
         @functools.wraps(func)
