@@ -16,13 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InputError
-from .training.config import default
+from .training.config import DEFAULT_IOU_THRESHOLD, DEMO_TIME_LIMIT, default
 
 if TYPE_CHECKING:
     from .model import UNet
     from .training import Done, Trainer
-
-TIME_LIMIT = 60.0  # seconds of training: a first look, not the best model (TrainConfig's default is longer)
 
 
 # everything the demo writes into its output folder
@@ -52,7 +50,7 @@ class DemoResult:
 
     def report(self) -> str:
         """The results as printed: the table, the objects line, the files written."""
-        from .metrics import DEFAULT_IOU_THRESHOLD, format_table
+        from .metrics import format_table
 
         obj = self.objects
         return "\n".join(
@@ -78,7 +76,7 @@ def _drain(trainer: Trainer) -> Done:
 def run_demo(
     folder: str | Path,
     *,
-    time_limit: float = TIME_LIMIT,
+    time_limit: float = DEMO_TIME_LIMIT,
     mode: str = "sparse",
     seed: int = default("seed"),
     device: str = "auto",
@@ -101,11 +99,11 @@ def run_demo(
     from .training import Trainer, trust_warning
     from .training.events import PLATEAU
 
+    if mode not in ("sparse", "dense"):
+        raise InputError(f"mode must be 'sparse' (scribbles) or 'dense' (complete masks), got {mode!r}.")
     outdir = check_writable(folder)
     image, truth = nuclei(), nuclei_labels()
     half = image.shape[1] // 2
-    if mode not in ("sparse", "dense"):
-        raise InputError(f"mode must be 'sparse' (scribbles) or 'dense' (complete masks), got {mode!r}.")
     strokes = mode == "sparse"
     # scribbles drawn on the training half only, so that half gets the whole 0.2% budget
     train_labels = scribbles_from_truth(truth[:, :half], seed=seed) if strokes else truth[:, :half]

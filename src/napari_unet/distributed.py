@@ -28,6 +28,7 @@ from .normalization import DEFAULT_NORMALIZATION, apply_stats, plane_stats, samp
 from .prediction import probabilities_to_labels, resolve_channel_axis, tiled_proba
 from .runtime import pick_device, pick_precision
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
+from .training.config import DEFAULT_THRESHOLD
 
 
 def as_dask(image, chunks=None):
@@ -129,7 +130,7 @@ def predict_dask(
     model: UNet,
     image,
     channel_axis: int | None | str = "auto",
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     tile_size: int | None = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 4,

@@ -28,6 +28,7 @@ from .model import UNet
 from .normalization import DEFAULT_NORMALIZATION
 from .packages import require_spec, validate_package
 from .rdf import ARCH_FILE, EPS, documentation, model_rdf, write_cover
+from .training.config import DEFAULT_THRESHOLD
 
 TEST_SIZE = 256  # the test input is a centred square crop of at most this size
 
@@ -76,7 +77,7 @@ def _test_output(model: UNet, scripted: torch.jit.ScriptModule, test_input: np.n
     with torch.inference_mode():
         logits = scripted(torch.from_numpy(_scale_range(test_input, rule["low"], rule["high"])))
     if model.n_classes == 1:
-        return (torch.sigmoid(logits) > 0.5).to(torch.uint8).numpy()
+        return (torch.sigmoid(logits) > DEFAULT_THRESHOLD).to(torch.uint8).numpy()
     return torch.softmax(logits, dim=1).numpy().astype(np.float32)
 
 

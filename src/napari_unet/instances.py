@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .training.config import DEFAULT_THRESHOLD
+
 MIN_SEED = 4  # pixels: a smaller interior piece is noise, not an object's core
 MIN_OBJECT = 8  # pixels: objects smaller than this are dropped (as split_instances does)
 
@@ -48,12 +50,14 @@ def boundary_target(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def foreground(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+def foreground(probs: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """Foreground (interior or boundary) of a (3, H, W) boundary-model probability map, as uint8 0/1."""
     return ((1.0 - probs[0]) > threshold).astype(np.uint8)
 
 
-def decode_instances(probs: np.ndarray, threshold: float = 0.5, object_size: float | None = None) -> np.ndarray:
+def decode_instances(
+    probs: np.ndarray, threshold: float = DEFAULT_THRESHOLD, object_size: float | None = None
+) -> np.ndarray:
     """int32 object ids from (3, H, W) probabilities of background, interior, boundary.
 
     The interior (p > 0.5) is split where the network left touching objects joined by a distance-transform

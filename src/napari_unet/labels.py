@@ -286,6 +286,13 @@ def as_objects(labels: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- words for people
 
 #: the two conventions in three lines (the widget's 'Labels are' tooltip)
+#: scribble values: background, and the first class (what a new scribble layer paints first)
+SCRIBBLE_BACKGROUND, SCRIBBLE_FIRST_CLASS = 1, 2
+#: the two conventions in a few words, for messages and help texts
+SCRIBBLES_SHORT = "0 = not annotated, 1 = background, 2.. = classes"
+MASKS_SHORT = "0 = background, > 0 = objects (one id per object: instances) or class ids"
+PAINT_FIRST = "paint label 2 on objects and label 1 on background"  # what to do on an empty scribble layer
+
 MODE_HELP = (
     "Scribbles (sparse): 0 = not annotated (ignored), 1 = background, 2 = class 1 (foreground), 3 = class 2, ...\n"
     "Complete masks (dense): 0 = background, any value > 0 = foreground (instance masks work as they are),\n"

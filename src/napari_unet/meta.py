@@ -7,6 +7,7 @@ the widgets and the export rely on. Writers (``training``) and readers (``predic
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import Any
 
 NORMALIZATION = "normalization"  # the percentile rule of normalization.py, repeated at prediction
@@ -79,6 +80,29 @@ def check_meta(meta: dict) -> None:
 def predicts_boundaries(model) -> bool:
     """Whether the model was trained on instance masks (background / interior / boundary classes)."""
     return learns_boundaries(model) and getattr(model, "out_channels", 0) == 3
+
+
+def run_entry(
+    *,
+    steps: int,
+    seconds: float,
+    loss: float | None,
+    val_dice: float | None,
+    data_shapes: list,
+    annotated_pixels: int,
+    label_mode: str,
+) -> dict:
+    """One entry of the training history: what a run did, on what."""
+    return {
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "loss": loss,
+        "val_dice": val_dice,
+        "data_shapes": data_shapes,
+        "annotated_pixels": annotated_pixels,
+        "label_mode": label_mode,
+    }
 
 
 def record_run(

@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import InputError
 from .labels import as_objects
+from .training.config import DEFAULT_IOU_THRESHOLD
 
 PIXEL_SCORES = ("dice", "iou", "precision", "recall")
 OBJECT_COLUMNS = (
@@ -39,7 +40,6 @@ OBJECT_COLUMNS = (
 )
 COLUMNS = ("image", "class", *PIXEL_SCORES, *OBJECT_COLUMNS, "iou_threshold")
 SCORES = PIXEL_SCORES + OBJECT_COLUMNS  # averaged by mean_row
-DEFAULT_IOU_THRESHOLD = 0.5
 
 
 def _ratio(num: int, den: int, both_empty: bool) -> float:

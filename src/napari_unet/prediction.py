@@ -22,7 +22,7 @@ from .normalization import normalize
 from .runtime import pick_device, pick_precision
 from .stitching import StackIds
 from .tiling import DEFAULT_OVERLAP, MAX_BATCH_PIXELS, auto_tile, axis_tiles, check_tiling, ramp
-from .training.config import DEFAULT_THRESHOLD
+from .training.config import DEFAULT_STITCH_THRESHOLD, DEFAULT_THRESHOLD
 
 
 @torch.inference_mode()
@@ -181,7 +181,7 @@ def iter_predict(
     batch_size: int = 4,
     device: str | torch.device = "auto",
     precision: str = "auto",
-    stitch_threshold: float = 0.0,
+    stitch_threshold: float = DEFAULT_STITCH_THRESHOLD,
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """Yield (leading index, 2D labels) plane by plane: the streaming form of ``predict``.
 

@@ -18,7 +18,10 @@ import torch
 
 from .meta import last_val_dice, total_steps
 from .model import UNet
+from .normalization import DEFAULT_NORMALIZATION
 from .packages import PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from .training.config import DEFAULT_THRESHOLD
 
 FORMAT_VERSION = "0.5.12"  # of the bioimage.io model spec (bioimageio.spec 0.5.12 and later read it)
 EPS = 1e-6  # scale_range's epsilon: (x - p_low) / (p_high - p_low + eps)
@@ -129,7 +132,7 @@ def postprocessing(n_classes: int) -> list[dict]:
     if n_classes == 1:
         return [
             {"id": "sigmoid"},
-            {"id": "binarize", "kwargs": {"threshold": 0.5}},
+            {"id": "binarize", "kwargs": {"threshold": DEFAULT_THRESHOLD}},
             {"id": "ensure_dtype", "kwargs": {"dtype": "uint8"}},
         ]
     return [{"id": "softmax", "kwargs": {"axis": "channel"}}]
@@ -171,8 +174,8 @@ def _config(model: UNet, meta: dict) -> dict:
             "architecture": dict(model.config),
             "meta": meta,
             # napari-unet's own tiling when it predicts: tiles of this size with this much overlap
-            "tile_size": 1088,
-            "tile_overlap": 64,
+            "tile_size": DEFAULT_TILE,
+            "tile_overlap": DEFAULT_OVERLAP,
         },
     }
 
@@ -182,7 +185,7 @@ def write_cover(image: np.ndarray, output: np.ndarray, path: Path) -> None:
     import imageio.v3 as iio
 
     grey = image[0, 0] if image.shape[1] == 1 else image[0, :3].mean(axis=0)
-    lo, hi = np.percentile(grey, [1, 99.8])
+    lo, hi = np.percentile(grey, [DEFAULT_NORMALIZATION["low"], DEFAULT_NORMALIZATION["high"]])
     grey = np.clip((grey - lo) / (hi - lo + EPS), 0, 1)
     labels = output[0, 0] if output.shape[1] == 1 else output[0].argmax(axis=0)
     palette = np.array([[0, 0, 0], [255, 200, 0], [0, 170, 255], [255, 60, 120], [90, 220, 90], [200, 120, 255]])

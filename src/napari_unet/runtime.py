@@ -159,9 +159,3 @@ def autocast(device: torch.device, precision: str):
 def prepare_module(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Move to the device; channels_last lets oneDNN/cuDNN pick their fastest convolution kernels."""
     return model.to(device=device, memory_format=torch.channels_last)
-
-
-# ---------------------------------------------------------------------------------------------- inference
-
-
-# ---------------------------------------------------------------------------------------------- tile choice

@@ -19,7 +19,7 @@ from .. import layer_roles as roles
 from ..errors import InputError
 from ..jobs.events import Scored
 from ..jobs.score import PAIR, ScoreRequest, csv_rows, score_job, score_pairs
-from ..metrics import DEFAULT_IOU_THRESHOLD
+from ..training.config import DEFAULT_IOU_THRESHOLD
 from . import _common as c
 from ._label_images import convert_to_labels, label_images
 from ._metrics_pairs import DataWatcher, PairChoice, pairing_hint

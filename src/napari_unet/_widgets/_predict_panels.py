@@ -13,6 +13,7 @@ from magicgui.widgets import CheckBox, FileEdit, FloatSpinBox, RadioButtons, Sel
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import InputError
+from ..training.config import DEFAULT_STITCH_THRESHOLD
 from . import _common as c
 from ._label_images import label_images, picture_images
 from ._state import ModelStore, describe_model
@@ -126,7 +127,12 @@ class OutputOptions:
         self._defaults_for: int | None = None  # id() of the model whose defaults were last applied
         self.instances = CheckBox(value=True, text="Split touching objects (instances)", tooltip=INSTANCES_TIP)
         self.stitch = FloatSpinBox(
-            value=0.0, min=0.0, max=1.0, step=0.05, label="Link through Z (IoU)", tooltip=STITCH_TIP
+            value=DEFAULT_STITCH_THRESHOLD,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            label="Link through Z (IoU)",
+            tooltip=STITCH_TIP,
         )
         self.contours = CheckBox(value=True, text="Show as contours", tooltip="Outline objects over the image")
         self.polygons = CheckBox(

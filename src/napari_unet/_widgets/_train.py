@@ -18,6 +18,7 @@ from qtpy.QtCore import QTimer
 
 from ..errors import InputError
 from ..jobs.train_session import Inbox, train_rounds
+from ..labels import MASKS_SHORT, PAINT_FIRST, SCRIBBLES_SHORT
 from ..training.events import Done, Epoch, Notice, Preparing, Preview, Round, Step
 from . import _common as c
 from ._model_files import ModelFilesPanel
@@ -153,8 +154,8 @@ class TrainWidget(Container):
         mode = self._annotations.mode.value
         if mode is None:
             raise InputError(
-                "Choose what the labels are in 'Labels are': scribbles (1 = background, 2.. = classes, "
-                "0 = not annotated) or complete masks (0 = background, > 0 = objects or class ids)."
+                f"Choose what the labels are in 'Labels are': scribbles ({SCRIBBLES_SHORT}) or complete masks "
+                f"({MASKS_SHORT})."
             )
         return TrainConfig(mode=mode, **self._settings.overrides())
 
@@ -340,7 +341,7 @@ def _checked(pairs: list[tuple]) -> list[tuple]:
     if not pairs:
         raise InputError(
             "No annotations chosen: tick an image and pick its Labels layer, or click 'New scribble layer' "
-            "and paint label 1 on background and label 2 on objects."
+            f"and {PAINT_FIRST}."
         )
     for image, labels in pairs:
         if tuple(labels.data.shape) != c.layer_spatial_shape(image):
@@ -349,9 +350,7 @@ def _checked(pairs: list[tuple]) -> list[tuple]:
                 f"{c.layer_spatial_shape(image)}: annotations must cover the image pixel for pixel."
             )
         if not np.any(labels.data):
-            raise InputError(
-                f"Nothing is annotated in '{labels.name}': paint background (label 1) and objects (label 2) first."
-            )
+            raise InputError(f"Nothing is annotated in '{labels.name}': {PAINT_FIRST} first.")
     return pairs
 
 

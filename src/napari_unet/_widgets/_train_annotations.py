@@ -13,7 +13,17 @@ from qtpy.QtCore import QTimer
 
 from .. import layer_roles as roles
 from ..errors import InputError
-from ..labels import MODE_HELP, NOTHING_PAINTED, annotation_hint, label_guess, label_meanings, legend_items
+from ..labels import (
+    MODE_HELP,
+    NOTHING_PAINTED,
+    PAINT_FIRST,
+    SCRIBBLE_FIRST_CLASS,
+    SCRIBBLES_SHORT,
+    annotation_hint,
+    label_guess,
+    label_meanings,
+    legend_items,
+)
 from . import _colors as colors
 from . import _common as c
 from ._train_pairs import PairsPanel
@@ -37,7 +47,7 @@ class AnnotationsPanel(Container):
         self.hint = c.wrapping_label()
         self.new_layer = PushButton(
             text="New scribble layer",
-            tooltip="Add an empty Labels layer over the image, ready to paint: 1 = background, 2 = foreground",
+            tooltip=f"Add an empty Labels layer over the image, ready to paint: {SCRIBBLES_SHORT}",
         )
         self.add_class_button = PushButton(text="+ class", tooltip="Offer one more class to paint (next label value)")
         self.legend = c.wrapping_label()
@@ -164,6 +174,8 @@ class AnnotationsPanel(Container):
         """The highest label the legend shows: offered scribble classes, or the layer's highest class id."""
         if self.mode.value == "sparse":
             return self._n_labels.get(id(layer), max(2, _max_label(layer))) if layer is not None else 2
+        if not self._multiclass():
+            return 1  # binary or instance masks: the legend names no class, so no need to scan the layer
         return max(1, _max_label(layer)) if layer is not None else 1
 
     @staticmethod
@@ -196,20 +208,20 @@ class AnnotationsPanel(Container):
             name=c.unique_name(self._viewer, f"{image.name} strokes"),
             scale=image.scale,
             translate=image.translate,
-            colormap=colors.scribble_colormap(2),
+            colormap=colors.scribble_colormap(SCRIBBLE_FIRST_CLASS),
             metadata={roles.ROLE_KEY: roles.SCRIBBLES},
             opacity=0.9,
         )
-        self._n_labels[id(layer)] = 2
-        _set_features(layer, 2)
+        self._n_labels[id(layer)] = SCRIBBLE_FIRST_CLASS
+        _set_features(layer, SCRIBBLE_FIRST_CLASS)
         layer.brush_size = max(3, min(shape[-2:]) // 100)
-        layer.selected_label = 2
+        layer.selected_label = SCRIBBLE_FIRST_CLASS
         layer.mode = "paint"
         self._viewer.layers.selection.active = layer
         self._pairs.choose(image, layer)
         self.mode.value = "sparse"
         self.update_legend()
-        c.report_info("Paint label 2 on objects and label 1 on background (press 1 or 2 to switch label, P to paint).")
+        c.report_info(f"{PAINT_FIRST.capitalize()} (press 1 or 2 to switch label, P to paint).")
         return layer
 
     def add_class(self) -> None:

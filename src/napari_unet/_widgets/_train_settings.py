@@ -18,6 +18,10 @@ TRAINING = (
 PREVIEW = ("preview", "preview_every")
 
 
+# the names set_settings took before it used TrainConfig's
+_EARLIER_NAMES = {"patch": "patch_size", "batch": "batch_size", "lr": "learning_rate"}
+
+
 class SettingsPanel:
     """The 'Advanced settings' form, folded by default; one widget per setting, named as the setting."""
 
@@ -91,7 +95,9 @@ class SettingsPanel:
         """Set settings by name: the ``TrainConfig`` names in ``TRAINING``, and ``preview``, ``preview_every``."""
         for name, value in values.items():
             if name not in TRAINING + PREVIEW:
-                raise InputError(f"Unknown setting {name!r}; known: {', '.join(TRAINING + PREVIEW)}.")
+                was = _EARLIER_NAMES.get(name)
+                hint = f" (it is called {was!r} now, as in TrainConfig)" if was else ""
+                raise InputError(f"Unknown setting {name!r}{hint}; known: {', '.join(TRAINING + PREVIEW)}.")
             getattr(self, name).value = value
 
     def set_running(self, running: bool) -> None:

@@ -31,11 +31,8 @@ def run_training(trainer: Trainer, desc: str = "training") -> Done:
     from ..training import Done, Epoch, Prepared, Preparing
 
     previous = signal.getsignal(signal.SIGINT)
-    interrupted = False
 
     def on_sigint(signum, frame):
-        nonlocal interrupted
-        interrupted = True
         trainer.stop()
         print("\nstopping after this step and saving (Ctrl-C again to abort)", file=sys.stderr)
         signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)

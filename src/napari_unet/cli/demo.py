@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..demo import OUTPUTS, TIME_LIMIT
-from ..training.config import default
+from ..demo import OUTPUTS
+from ..training.config import DEMO_TIME_LIMIT, default
 from ._args import add_runtime_arguments
 from ._outputs import refuse_existing
 from ._progress import run_training
@@ -28,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "PNG into the output folder.",
     )
     d.add_argument("-o", "--output", default=FOLDER, help=f"output folder (default ./{FOLDER})")
-    d.add_argument("--time-limit", type=float, default=TIME_LIMIT, help=f"seconds of training (default {TIME_LIMIT:g})")
+    seconds = DEMO_TIME_LIMIT
+    d.add_argument("--time-limit", type=float, default=seconds, help=f"seconds of training (default {seconds:g})")
     mode = d.add_mutually_exclusive_group()
     mode.add_argument(
         "--sparse",

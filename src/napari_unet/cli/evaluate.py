@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..metrics import DEFAULT_IOU_THRESHOLD
+from ..training.config import DEFAULT_IOU_THRESHOLD
 from ._outputs import check_output_file, refuse_inputs
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..training.config import DEFAULT_THRESHOLD
+from ..training.config import DEFAULT_STITCH_THRESHOLD, DEFAULT_THRESHOLD
 from ._args import add_runtime_arguments, channel_axis
 from ._outputs import refuse_existing, refuse_inputs
 from ._progress import refresh_interval
@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--stitch-threshold",
         type=float,
-        default=0.0,
+        default=DEFAULT_STITCH_THRESHOLD,
         metavar="IOU",
         help="with --instances on a Z stack: an object takes the id of the object it overlaps most in the "
         "previous plane when their IoU is at least this (e.g. 0.3), so it keeps one id through Z "

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..labels import MASKS_SHORT, SCRIBBLES_SHORT
 from ..training.config import default
 from ._args import add_runtime_arguments, channel_axis
 from ._outputs import check_output_file, refuse_inputs
@@ -39,14 +40,14 @@ def _add_label_arguments(t: argparse.ArgumentParser) -> None:
         dest="mode",
         action="store_const",
         const="sparse",
-        help="scribbles: 0 = not annotated, 1 = background, 2.. = classes (default: guessed from the shapes painted)",
+        help=f"scribbles: {SCRIBBLES_SHORT} (default: guessed from the shapes painted)",
     )
     mode.add_argument(
         "--dense",
         dest="mode",
         action="store_const",
         const="dense",
-        help="complete masks: 0 = background, > 0 = foreground; one id per object: instances (boundaries learnt)",
+        help=f"complete masks: {MASKS_SHORT}; object boundaries are learnt from instances",
     )
     t.add_argument(
         "--multiclass", action="store_true", help="the labels are class ids, not instances (implies --dense)"
@@ -119,11 +120,12 @@ def _check_inputs(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Train, save the model (unless stopped before the first step), and say how it went."""
+    out = _check_inputs(args)
     from ..checkpoint import load_model, save_model
     from ..io import read_image
     from ..training import Trainer, trust_warning
+    from ..training.events import PLATEAU
 
-    out = _check_inputs(args)
     images = [read_image(p) for p in args.images]
     labels = [np.asarray(read_image(p)) for p in args.labels]
     base = load_model(args.from_model) if args.from_model else None
@@ -169,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     save_model(done.model, out, overwrite=args.overwrite)
     dice = f", validation Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
     how = "stopped" if done.stopped else "trained"
-    why = ", then it stopped improving" if done.plateau and not done.stopped else ""
+    why = ", then it stopped improving" if done.reason == PLATEAU else ""
     print(f"{how} {done.steps} steps in {done.elapsed:.0f} s{dice}{why}; model saved to {out}")
     warning = trust_warning(done)
     if warning:

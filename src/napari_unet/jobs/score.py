@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..labels import looks_like_instances
-from ..metrics import COLUMNS, DEFAULT_IOU_THRESHOLD, evaluate, mean_row
+from ..metrics import COLUMNS, evaluate, mean_row
+from ..training.config import DEFAULT_IOU_THRESHOLD
 from .events import Scored
 
 PAIR = "pair"  # key of a score row: the index of the (prediction, truth) pair it scores

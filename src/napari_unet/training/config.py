@@ -142,6 +142,10 @@ def default(name: str):
 PREVIEW_INTERVAL = 3.0  # seconds between live previews
 MIN_ROUND_SECONDS = 2.0  # new strokes are taken in at most this often
 
-# ---------------------------------------------------------------------------------------------- prediction
+# ---------------------------------------------------------------------------------------------- the other commands
+# prediction, scoring and the demo: their defaults here too, so the CLI, the docks and the API share them
 
 DEFAULT_THRESHOLD = 0.5  # foreground probability above which a pixel is foreground (binary models)
+DEFAULT_IOU_THRESHOLD = 0.5  # objects match one to one at IoU >= this
+DEFAULT_STITCH_THRESHOLD = 0.0  # IoU that links an object to the previous Z plane's (0: ids are not linked)
+DEMO_TIME_LIMIT = 60.0  # seconds of training in the demo: a first look (TrainConfig's default is longer)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..labels import PSEUDO
+
 _EPS = 1.0
 
 
@@ -62,7 +64,7 @@ def sparse_loss(
     pseudo_weight: float = 0.5,
     class_balance: bool = True,
     dice_weight: float = 1.0,
-    pseudo_offset: int = 64,
+    pseudo_offset: int = PSEUDO,
 ) -> torch.Tensor:
     """Loss for scribbles with dense pseudo-labels: strokes (``0..K``) + ``pseudo_weight`` x pseudo-labels
     (``pseudo_offset + k``), each a ``segmentation_loss`` over its own pixels, so a few hundred stroke

@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..labels import IGNORE, PSEUDO
+from .config import default
+
+PSEUDO_CONFIDENCE = default("pseudo_confidence")  # forest probability above which a pixel seeds the watershed
 
 
 def pixel_features(plane: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0) -> np.ndarray:
@@ -57,7 +60,7 @@ def forest_probabilities(
 
 
 def snap_to_edges(
-    plane: np.ndarray, probs: np.ndarray, target: np.ndarray, confidence: float = 0.75, sigma: float = 1.0
+    plane: np.ndarray, probs: np.ndarray, target: np.ndarray, confidence: float = PSEUDO_CONFIDENCE, sigma: float = 1.0
 ) -> np.ndarray:
     """Dense labels (H, W) int16: pixels whose class probability exceeds ``confidence``, and the strokes,
     seed a watershed on the gradient magnitude of the Gaussian-smoothed plane (summed over channels)."""
@@ -79,7 +82,7 @@ def snap_to_edges(
 
 
 def pseudo_labels(
-    plane: np.ndarray, target: np.ndarray, n_classes: int, seed: int = 0, confidence: float = 0.75
+    plane: np.ndarray, target: np.ndarray, n_classes: int, seed: int = 0, confidence: float = PSEUDO_CONFIDENCE
 ) -> np.ndarray:
     """Dense labels (H, W) int16 in 0..n_classes for one (C, H, W) normalized plane and its sparse target."""
     if not np.any(target >= 0) or len(np.unique(target[target >= 0])) < 2:
@@ -191,7 +194,7 @@ class PseudoLabeler:
         targets: list[np.ndarray],
         n_classes: int,
         seed: int = 0,
-        confidence: float = 0.75,
+        confidence: float = PSEUDO_CONFIDENCE,
         cache: PseudoCache | None = None,
         should_stop=lambda: False,
     ) -> None:

@@ -73,7 +73,10 @@ def forest_pseudo_labels(
     started = time.perf_counter()
     for _ in labeler.run(deadline):
         yield Preparing(labeler.tiles_done, labeler.tiles_total, time.perf_counter() - started)
-    merged = [Sample(s.image, merge(s.target, dense, held)) for s, dense, held in zip(samples, labeler.dense, held_out)]
+    merged = [
+        Sample(s.image, merge(s.target, dense, held))
+        for s, dense, held in zip(samples, labeler.dense, held_out, strict=True)
+    ]
     return labeler, merged
 
 

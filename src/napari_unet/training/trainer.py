@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime as _dt
 import math
 import time
 import warnings
@@ -22,7 +21,7 @@ import torch
 
 from .._version import __version__
 from ..labels import PSEUDO
-from ..meta import preview_meta, record_run
+from ..meta import preview_meta, record_run, run_entry
 from ..model import UNet
 from ..runtime import autocast, pick_device, pick_precision, prepare_module
 from . import selftrain
@@ -60,6 +59,11 @@ def _warn_not_finite(steps: int, in_a_row: int) -> bool:
         stacklevel=4,
     )
     return True
+
+
+def _data(name: str, doc: str) -> property:
+    """A read-only attribute of the trainer that the prepared data holds."""
+    return property(lambda self: getattr(self.data, name), doc=doc)
 
 
 class Trainer:
@@ -116,11 +120,21 @@ class Trainer:
         # the budget is the user's wall time: preparing the data counts (run() adds it to its clock)
         self.prepare_seconds = time.perf_counter() - created
 
-    def __getattr__(self, name: str):
-        # what the data says (mode, n_classes, in_channels, class_counts, sample_keys, planes_used, ...)
-        if name != "data" and "data" in self.__dict__ and hasattr(self.data, name):
-            return getattr(self.data, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    # what the prepared data says (see ``dataset.TrainingData``)
+    mode = _data("mode", "'sparse' (scribbles) or 'dense' (complete masks)")
+    boundaries = _data("boundaries", "whether the boundary target of instance masks is learnt")
+    instances = _data("boundaries", "``boundaries`` under the name of earlier versions")
+    n_classes = _data("n_classes", "foreground classes the model predicts (2 for a boundary model)")
+    in_channels = _data("in_channels", "image channels")
+    class_counts = _data("class_counts", "annotated pixels per class id")
+    n_annotated = _data("n_annotated", "annotated pixels")
+    planes_used = _data("planes_used", "annotated planes (of ``planes_total``)")
+    planes_total = _data("planes_total", "planes of all images")
+    sample_keys = _data("sample_keys", "(image, plane index) of each sample")
+    data_shapes = _data("data_shapes", "the images' shapes")
+    normalization = _data("normalization", "the normalization rule")
+    object_size = _data("object_size", "typical object diameter in pixels, or None")
+    channel_axes = _data("channel_axes", "each image's channel axis")
 
     @property
     def plateau(self) -> bool:
@@ -302,8 +316,8 @@ class Trainer:
                 val_start = time.perf_counter()
                 epoch = self._end_epoch(float(np.mean(epoch_losses)), start)
                 val_seconds = time.perf_counter() - val_start
+                elapsed = epoch.elapsed
                 yield epoch
-                elapsed = time.perf_counter() - start
                 epoch_losses = []
         return STOPPED
 
@@ -330,16 +344,10 @@ class Trainer:
     def finish(self, elapsed: float = 0.0) -> UNet:
         """The model in eval mode with everything needed to reuse it recorded in ``model.meta``."""
         model = self.model.eval()
-        run = {
-            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "steps": self.steps,
-            "seconds": round(elapsed, 2),
-            "loss": self.last_loss,
-            "val_dice": self.val_dice,
-            "data_shapes": self.data_shapes,
-            "annotated_pixels": self.n_annotated,
-            "label_mode": self.mode,
-        }
+        run = run_entry(
+            steps=self.steps, seconds=elapsed, loss=self.last_loss, val_dice=self.val_dice,
+            data_shapes=self.data_shapes, annotated_pixels=self.n_annotated, label_mode=self.mode,
+        )  # fmt: skip
         record_run(
             model.meta, normalization=self.normalization, label_mode=self.mode, multiclass=self.config.multiclass,
             boundaries=self.boundaries, object_size=self.object_size, config=dataclasses.asdict(self.config),
