@@ -9,7 +9,7 @@ that label agreement means something. In one process, interleaved, best of ``--r
   and napari-unet's ``FusedUNet`` (batch norm folded, ReLU fused), in pixels of network input per second,
   no blending, no normalization: the table of all of them is printed;
 - napari-unet: ``predict(model, image)`` end to end with its own tile choice (measured once per machine,
-  ``runtime.tile_rates``), normalization, tiling with overlap, blending, thresholding: image pixels per second
+  ``tiling.tile_rates``), normalization, tiling with overlap, blending, thresholding: image pixels per second
   (the overlap's recomputed pixels count against it);
 - MONAI: ``monai.inferers.sliding_window_inference`` with the same weights, tile size (``--tile``), overlap
   and batch of tiles, as a MONAI user would run it (fp32), and with napari-unet's fast path applied by hand

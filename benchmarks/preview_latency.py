@@ -10,7 +10,7 @@ does). Timed from the call (the click on Train) to:
 
 Two images with scribbles drawn from their ground truth as a person paints them (``strokes.py``): the
 bundled DSB2018 sample (512 x 512) and a 700 x 1100 frame cut from it tiled 2 x 3. Each repeat runs in a fresh
-process, cold (first use of torch in the process) and warm (``runtime.warm_up()`` first, as the widget does
+process, cold (first use of torch in the process) and warm (``inference.warm_up()`` first, as the widget does
 in the background while the user paints). Targets (issue 9, on an AVX2-only CPU in fp32): <= 3 s on the
 sample, <= 5 s on the 700 x 1100 frame. The Dice of the first preview against the ground truth is printed too.
 

@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    viewer = napari.Viewer(show=True, title="napari-unet")
+    viewer = napari.Viewer(show=True, title="napari-unet-trainer")
     viewer.window.resize(1400, 900)
     viewer.open_sample("napari-unet-trainer", "nuclei_strokes")
     _, train = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Train")

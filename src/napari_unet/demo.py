@@ -135,7 +135,7 @@ def run_demo(
 
 
 def _write_outputs(result: DemoResult, inst: np.ndarray, image: np.ndarray, truth: np.ndarray) -> None:
-    """``OUTPUTS``, each replaced whole (atomic writes): model, labels, contours, metrics, overlay."""
+    """``OUTPUTS``: model, labels, contours, metrics, overlay (the model, labels and contours written atomically)."""
     from skimage.io import imsave
     from skimage.segmentation import mark_boundaries
 

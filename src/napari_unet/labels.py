@@ -5,7 +5,7 @@
   ``multiclass=True``, the class id.
 
 Internally a target is an int16 array with -1 = ignore, 0 = background, k = class k (and, during training
-on scribbles, ``PSEUDO + k`` = class k from pseudo-labels, see ``pseudo.py``).
+on scribbles, ``PSEUDO + k`` = class k from pseudo-labels, see ``training/pseudo.py``).
 
 The guess (``label_guess``) looks at the shape of what is painted: scribbles are thin or elongated strokes,
 complete masks are compact regions (objects, or large areas of a class). Where the shapes do not tell, it
@@ -26,6 +26,20 @@ from .errors import InputError
 #: preview shows class k in the colour of scribble label k + 1); the sample's strokes, new scribble layers,
 #: the legend, the live preview and semantic predictions all use it
 SCRIBBLE_COLORS = ("#3d7bff", "#ffd000", "#ff3db4", "#39e66e", "#ff7a1a", "#b27aff", "#00d5ff", "#e6e6e6")
+
+
+def scribble_color(label: int) -> str:
+    """Colour of scribble label ``label`` (1 = background, 2 = class 1, ...); cycles after eight."""
+    return SCRIBBLE_COLORS[(label - 1) % len(SCRIBBLE_COLORS)] if label >= 1 else "#000000"
+
+
+def scribble_color_dict(n_labels: int, offset: int = 0) -> dict:
+    """napari's label colour dict: 0 (and None) transparent, value k in the colour of scribble label k + offset
+    (``offset`` 1: class k of a prediction in the colour its scribbles are painted in)."""
+    colors: dict = {None: "transparent", 0: "transparent"}
+    colors.update({k: scribble_color(k + offset) for k in range(1, n_labels + 1)})
+    return colors
+
 
 IGNORE = -1
 PSEUDO = 64  # target value PSEUDO + k: class k from pseudo-labels (weaker supervision than a stroke)

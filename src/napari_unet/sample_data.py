@@ -6,7 +6,7 @@ from importlib.resources import files
 
 import numpy as np
 
-from .labels import SCRIBBLE_COLORS
+from .labels import scribble_color_dict
 from .layer_roles import ROLE_KEY, SCRIBBLES, TRUTH
 
 
@@ -60,7 +60,7 @@ def make_nuclei_strokes_sample() -> list[tuple]:
             {
                 "name": "nuclei strokes",
                 # the plugin's palette, as in a 'New scribble layer' (not napari's random label colours)
-                "colormap": {None: "transparent", 0: "transparent", 1: SCRIBBLE_COLORS[0], 2: SCRIBBLE_COLORS[1]},
+                "colormap": scribble_color_dict(2),
                 "metadata": {ROLE_KEY: SCRIBBLES},
             },
             "labels",

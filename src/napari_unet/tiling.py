@@ -157,7 +157,7 @@ def choose_tile(rates: dict, height: int, width: int, overlap: int, multiple: in
 DEFAULT_OVERLAP = 64
 
 
-# tile_size=None (the default) picks the tile per machine and plane (runtime.choose_tile): the network's
+# tile_size=None (the default) picks the tile per machine and plane (choose_tile): the network's
 # measured speed on each candidate tiling's tile shape, times the pixels that tiling computes. DEFAULT_TILE is
 # the fixed choice where measuring is not wanted: 1024 pixels plus the overlap, the fastest on AMX CPUs.
 DEFAULT_TILE = 1024 + DEFAULT_OVERLAP

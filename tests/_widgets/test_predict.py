@@ -141,6 +141,7 @@ def test_cancel_keeps_the_layer_locked_until_the_job_has_stopped(qtbot, predict_
     import threading
 
     from napari_unet._widgets import _predict
+    from napari_unet.jobs.events import PlaneDone
 
     writing = threading.Event()
     release = threading.Event()
@@ -149,7 +150,7 @@ def test_cancel_keeps_the_layer_locked_until_the_job_has_stopped(qtbot, predict_
     def slow_job(*args):
         for event in real(*args):
             yield event
-            if isinstance(event, _predict.PlaneDone):
+            if isinstance(event, PlaneDone):
                 writing.set()
                 release.wait(10)  # a plane still being computed and written after Cancel
 

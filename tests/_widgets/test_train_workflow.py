@@ -132,13 +132,14 @@ def test_one_palette_for_sample_strokes_new_layers_legend_and_predictions(qtbot,
     from napari_unet._widgets import _colors as c
     from napari_unet._widgets._predict import PredictWidget
     from napari_unet._widgets._state import get_store
+    from napari_unet.labels import scribble_color
 
     widget = TrainWidget(sample_viewer)
     sample = sample_viewer.layers["nuclei strokes"]
     new = widget.new_scribble_layer()
     for value in (1, 2):  # was: brown / cyan in the sample, blue / yellow in a new layer
-        assert c.hex_color(sample, value) == c.hex_color(new, value) == c.scribble_color(value)
-        assert c.scribble_color(value) in widget._annotations.legend.value
+        assert c.hex_color(sample, value) == c.hex_color(new, value) == scribble_color(value)
+        assert scribble_color(value) in widget._annotations.legend.value
     get_store(sample_viewer).set(tiny_model, "tiny")
     predict = PredictWidget(sample_viewer)
     predict._instances.value = False
@@ -147,4 +148,4 @@ def test_one_palette_for_sample_strokes_new_layers_legend_and_predictions(qtbot,
     predict.start_prediction()
     qtbot.waitUntil(lambda: not predict.busy, timeout=60_000)
     (layer,) = predict.outputs
-    assert c.hex_color(layer, 1) == c.scribble_color(2)  # class 1 in the colour of its strokes
+    assert c.hex_color(layer, 1) == scribble_color(2)  # class 1 in the colour of its strokes

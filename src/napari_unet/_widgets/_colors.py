@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..labels import SCRIBBLE_COLORS
-
-
-def scribble_color(label: int) -> str:
-    """Colour of scribble label ``label`` (1 = background, 2 = class 1, ...); cycles after eight."""
-    return SCRIBBLE_COLORS[(label - 1) % len(SCRIBBLE_COLORS)] if label >= 1 else "#000000"
+from ..labels import scribble_color_dict
 
 
 def scribble_colormap(n_labels: int):
     """A napari colormap: 0 transparent, 1..n_labels in ``SCRIBBLE_COLORS``."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    colors = {None: "transparent", 0: "transparent"}
-    colors.update({k: scribble_color(k) for k in range(1, n_labels + 1)})
-    return DirectLabelColormap(color_dict=colors)
+    return DirectLabelColormap(color_dict=scribble_color_dict(n_labels))
 
 
 def class_colormap(n_classes: int):
     """Colormap of a prediction / preview: class k in the colour of scribble label k + 1."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    colors = {None: "transparent", 0: "transparent"}
-    colors.update({k: scribble_color(k + 1) for k in range(1, n_classes + 1)})
-    return DirectLabelColormap(color_dict=colors)
+    return DirectLabelColormap(color_dict=scribble_color_dict(n_classes, offset=1))
 
 
 def hex_color(layer, value: int) -> str:

@@ -129,7 +129,9 @@ def unique_name(viewer: napari.Viewer, base: str) -> str:
 
 
 _ANNOTATION_HINT = re.compile(r"stroke|scribble|annot|brush|paint|train|sparse", re.I)
-_TRUTH_HINT = re.compile(r"truth|\bgt\b|_gt|gt_|ground|reference|mask", re.I)
+#: a name that says "evaluation truth" (never trained on unasked); with "mask": a name a truth layer may have
+TRUTH_NAME = re.compile(r"truth|\bgt\b|_gt|gt_|ground|reference", re.I)
+_TRUTH_HINT = re.compile(TRUTH_NAME.pattern + "|mask", re.I)
 
 
 def _stem(name: str) -> str:

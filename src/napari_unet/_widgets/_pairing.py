@@ -4,7 +4,7 @@ The Train widget rebuilds its image / annotation rows whenever layers are added,
 module decides what each row shows. Rules:
 
 - a layer that looks like evaluation truth (named "ground truth", "gt", "reference", or opened as truth:
-  role ``TRUTH`` under ``ROLE_KEY`` in ``_common``) is never picked automatically: training on it must be the
+  role ``TRUTH`` under ``ROLE_KEY``, see ``layer_roles``) is never picked automatically: training on it must be the
   user's choice;
 - a choice the user made in a row is kept while its layer still fits the image; an automatic choice is
   made again at each change, so a Labels layer opened after its image (or after the widget) is paired.
@@ -12,19 +12,17 @@ module decides what each row shows. Rules:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from .. import layer_roles as roles
 from . import _common as c
 
 # names of evaluation truth; not "mask": complete masks painted to train on are often called so
-_TRUTH_NAME = re.compile(r"truth|\bgt\b|_gt|gt_|ground|reference", re.I)
 
 
 def looks_like_truth(layer) -> bool:
     """True for a layer that looks like the ground truth used to evaluate, not annotations to train on."""
-    return roles.role(layer) == roles.TRUTH or bool(_TRUTH_NAME.search(layer.name))
+    return roles.role(layer) == roles.TRUTH or bool(c.TRUTH_NAME.search(layer.name))
 
 
 def auto_annotation_layer(image, candidates: Iterable, selected: Iterable = ()):

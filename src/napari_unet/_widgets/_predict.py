@@ -25,8 +25,6 @@ from ._worker import WorkerRunner
 if TYPE_CHECKING:
     import napari.viewer
 
-__all__ = ["ImageDone", "ImageStarted", "PlaneDone", "PredictWidget", "predict_job"]
-
 
 class PredictWidget(Container):
     """Segment images with the model in memory or a model file; one new Labels layer per image."""

@@ -23,6 +23,7 @@ from ..labels import (
     label_guess,
     label_meanings,
     legend_items,
+    scribble_color,
 )
 from . import _colors as colors
 from . import _common as c
@@ -180,7 +181,7 @@ class AnnotationsPanel(Container):
 
     @staticmethod
     def _swatch(layer, value: int) -> str:
-        color = colors.hex_color(layer, value) if layer is not None else colors.scribble_color(value)
+        color = colors.hex_color(layer, value) if layer is not None else scribble_color(value)
         return f"<span style='color:{color}'>&#9632;</span>"
 
     # ------------------------------------------------------------------------------------------ scribbles

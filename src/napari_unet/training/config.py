@@ -38,7 +38,7 @@ class TrainConfig:
     dropout: float = 0.0
     augment: bool = True
     elastic: float = 0.5  # probability of elastic deformation per patch
-    # brightness factor in [1 / (1 + contrast), 1 + contrast] (see data.Augmentation); None: 1.0 for scribbles
+    # brightness factor in [1 / (1 + contrast), 1 + contrast] (see augmentation.Augmentation); None: 1.0 for scribbles
     # (+0.04 Dice on the strokes benchmark: a model learnt from a few strokes otherwise keys on absolute levels,
     # which per-image percentile normalization leaves image-dependent), 0 for complete masks
     contrast: float | None = None
@@ -46,7 +46,7 @@ class TrainConfig:
     val_fraction: float = 0.1  # annotated pixels held out (in blocks) for validation Dice
     class_balance: bool | None = None  # None: on for scribbles, off for complete masks
     # scribbles only: dense pseudo-labels (random forest on pixel features, boundaries snapped to edges by a
-    # watershed) as extra supervision weighted by pseudo_weight; computed inside the time limit. See pseudo.py
+    # watershed) as extra supervision weighted by pseudo_weight; computed inside the time limit. See pseudo.py (training/)
     pseudo_labels: str = "auto"  # 'auto' (= 'forest' for scribbles, 'none' for complete masks), 'forest', 'none'
     pseudo_weight: float = 2.0
     pseudo_confidence: float = 0.75  # forest probability above which a pixel seeds the watershed

@@ -2,7 +2,8 @@
 
 ``Trainer.run()`` yields ``Preparing``, ``Prepared``, ``Step``, ``Epoch`` and finally ``Done``, which carries
 the trained model. A train session (``jobs.train_session``: rounds of training while the user paints) yields
-the same events, with steps counted over the whole session, plus ``Round``, ``Preview`` and ``Notice``.
+``Preparing``, ``Step``, ``Epoch`` and ``Done`` with steps counted over the whole session (its rounds'
+``Prepared`` become the forest's first ``Preview``), plus ``Round``, ``Preview`` and ``Notice``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The one training loop, shared by the CLI, the widgets and the Python API.
 
 ``Trainer.run()`` is a generator of small typed events (``events.py``); the last one, ``Done``, carries the
-trained model. A headless caller just iterates (or calls ``train``); the napari widget runs the same
-generator in a ``thread_worker`` and calls ``stop()`` from the GUI thread, which takes effect before the next
-step. The rooms around the loop: ``dataset`` (the samples, prepared once), ``validation`` (held-out blocks),
+trained model. A headless caller just iterates (or calls ``train``); the Train dock runs it inside a train
+session (``jobs.train_session``) in a ``thread_worker``, and ``stop()`` from the GUI thread takes effect
+before the next step. The rooms around the loop: ``dataset`` (the samples, prepared once), ``validation`` (held-out blocks),
 ``schedule`` (budget, learning rate, plateau), ``selftrain`` (pseudo-labels), ``losses``, ``augmentation``.
 """
 
