@@ -32,11 +32,15 @@ def warm_up_in_background() -> None:
 
 
 def _run() -> None:
-    """The warm-up, with Python's cyclic garbage collector off while it runs: importing torch._dynamo allocates
-    enough to trigger collections in this thread, and a collection here can free Qt objects of closed widgets
-    off the GUI thread, which crashes Qt (a segmentation fault in 2 of 4 runs of tests/_widgets/test_docks_fit.py
-    + test_end_to_end.py under Xvfb before this; 0 of 6 after). Cyclic garbage made meanwhile waits a few
-    seconds, until the collector is back on."""
+    """The warm-up, with Python's cyclic garbage collector off while it runs, and what it imported frozen after.
+
+    Importing torch._dynamo allocates enough to trigger collections in this thread, and a collection here can
+    free Qt objects of closed widgets off the GUI thread, which crashes Qt (a segmentation fault in 2 of 4 runs
+    of tests/_widgets/test_docks_fit.py + test_end_to_end.py under Xvfb with the collector on; 0 of 6 off).
+    Re-enabled alone, the collector's next full pass on the GUI thread scans those millions of new objects:
+    stalls of 116-244 ms (benchmarks/gui_stall.py); frozen (``gc.freeze``: kept for the life of the process, as
+    modules are), none over 100 ms. Cyclic garbage made during the warm-up's seconds stays.
+    """
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -48,5 +52,6 @@ def _run() -> None:
     except Exception:  # only an optimization: training works the same without it
         logging.getLogger("napari_unet").debug("warm-up failed", exc_info=True)
     finally:
+        gc.freeze()  # the modules just imported live as long as the process: no collection need scan them
         if collecting:
             gc.enable()
