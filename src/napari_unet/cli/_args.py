@@ -32,3 +32,11 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
 def channel_axis(args: argparse.Namespace) -> int | str:
     """--channel-axis as the core reads it: the axis given, else 'auto' (detect)."""
     return args.channel_axis if args.channel_axis is not None else "auto"
+
+
+def add_mode_arguments(p: argparse.ArgumentParser, sparse_help: str, dense_help: str):
+    """--sparse / --dense, one or the other, into ``args.mode``; returns the group (for aliases)."""
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sparse", dest="mode", action="store_const", const="sparse", help=sparse_help)
+    mode.add_argument("--dense", dest="mode", action="store_const", const="dense", help=dense_help)
+    return mode

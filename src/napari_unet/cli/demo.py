@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..demo import OUTPUTS
 from ..training.config import DEMO_TIME_LIMIT, default
-from ._args import add_runtime_arguments
+from ._args import add_mode_arguments, add_runtime_arguments
 from ._outputs import refuse_existing
 from ._progress import run_training
 
@@ -30,15 +30,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     d.add_argument("-o", "--output", default=FOLDER, help=f"output folder (default ./{FOLDER})")
     seconds = DEMO_TIME_LIMIT
     d.add_argument("--time-limit", type=float, default=seconds, help=f"seconds of training (default {seconds:g})")
-    mode = d.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--sparse",
-        dest="mode",
-        action="store_const",
-        const="sparse",
-        help="train from scribbles drawn from the ground truth on 0.2%% of the pixels (the default)",
+    mode = add_mode_arguments(
+        d,
+        "train from scribbles drawn from the ground truth on 0.2%% of the pixels (the default)",
+        "train from the complete masks",
     )
-    mode.add_argument("--dense", dest="mode", action="store_const", const="dense", help="train from the complete masks")
     # the words of earlier versions (--labels strokes|masks), kept for scripts
     mode.add_argument("--labels", dest="mode", choices=list(_OLD_WORDS), help=argparse.SUPPRESS)
     d.set_defaults(mode="sparse")

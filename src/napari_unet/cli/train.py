@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import InputError
 from ..labels import MASKS_SHORT, SCRIBBLES_SHORT
 from ..training.config import default
-from ._args import add_runtime_arguments, channel_axis
+from ._args import add_mode_arguments, add_runtime_arguments, channel_axis
 from ._outputs import check_output_file, refuse_inputs
 from ._progress import run_training
 
@@ -34,20 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _add_label_arguments(t: argparse.ArgumentParser) -> None:
-    mode = t.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--sparse",
-        dest="mode",
-        action="store_const",
-        const="sparse",
-        help=f"scribbles: {SCRIBBLES_SHORT} (default: guessed from the shapes painted)",
-    )
-    mode.add_argument(
-        "--dense",
-        dest="mode",
-        action="store_const",
-        const="dense",
-        help=f"complete masks: {MASKS_SHORT}; object boundaries are learnt from instances",
+    add_mode_arguments(
+        t,
+        f"scribbles: {SCRIBBLES_SHORT} (default: guessed from the shapes painted)",
+        f"complete masks: {MASKS_SHORT}; object boundaries are learnt from instances",
     )
     t.add_argument(
         "--multiclass", action="store_true", help="the labels are class ids, not instances (implies --dense)"
