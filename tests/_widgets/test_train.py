@@ -287,6 +287,7 @@ def test_skipped_steps_are_reported(train_widget, tiny_model, messages):
 def test_too_few_steps_are_said_plainly(train_widget, tiny_model, messages):
     from napari_unet.training import Done
 
+    tiny_model.meta["training"]["history"] = [{"steps": 21}]  # the warning counts every step the model has had
     train_widget._on_done(Done(tiny_model, 21, 1, 60.0, 0.5, 0.34, False))
     assert "Not to be trusted yet" in train_widget._status.value and "Train longer" in train_widget._status.value
     assert any("only 21 training steps" in m for m in messages["warning"]), messages
