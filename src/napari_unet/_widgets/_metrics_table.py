@@ -10,12 +10,20 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 from ..metrics import PIXEL_SCORES
 
 SHOWN = (*PIXEL_SCORES, "objects", "object_f1", "pq")  # the table's score columns (the CSV has them all)
-HEADERS = ("image", "class", "Dice", "IoU", "precision", "recall", "objects", "F1", "PQ")
+HEADERS = ("image", "class", "Dice", "IoU", "prec.", "recall", "objects", "F1", "PQ")
 HEADER_TIPS = {
+    "Dice": "Pixel Dice of the foreground: 2 |P and T| / (|P| + |T|).",
+    "IoU": "Pixel IoU (Jaccard) of the foreground: |P and T| / |P or T|.",
+    "prec.": "Pixel precision: the fraction of predicted foreground pixels that are true foreground.",
+    "recall": "Pixel recall: the fraction of true foreground pixels that were predicted.",
     "objects": "Objects predicted / true. A binary (0/1) layer counts its connected pieces as objects.",
     "F1": "Object F1: objects matched one to one at IoU >= the threshold; 2 TP / (predicted + true).",
     "PQ": "Panoptic quality: sum of the matched objects' IoU / (TP + FP/2 + FN/2).",
 }
+#: shown at first, so the object scores fit the dock's default width without scrolling sideways; the others
+#: are a right click on the header away (and all are in the CSV)
+DEFAULT_HIDDEN = ("IoU", "prec.", "recall")
+HEADER_MENU_TIP = "Right-click the header to show or hide columns (IoU, precision, recall); the CSV has them all."
 MAX_NAME_WIDTH = 200  # pixels for the image name column; longer names are elided in the middle (tooltip: whole)
 MAX_TABLE_HEIGHT = 600  # beyond this many pixels of rows, the table scrolls inside
 CLASS_COLUMN = 1
@@ -49,8 +57,27 @@ class ScoresTable(QTableWidget):
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header.setMinimumSectionSize(40)
         self.setColumnHidden(CLASS_COLUMN, True)  # the class column shows with 'Per class' only
+        for name in DEFAULT_HIDDEN:
+            self.setColumnHidden(HEADERS.index(name), True)
+        header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        header.customContextMenuRequested.connect(self._header_menu)
+        header.setToolTip(HEADER_MENU_TIP)
         self.setMinimumHeight(120)
-        self.setToolTip("Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.")
+        self.setToolTip(
+            "Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.\n" + HEADER_MENU_TIP
+        )
+
+    def _header_menu(self, pos) -> None:
+        """Tick the score columns to show (the image and class columns are not offered)."""
+        from qtpy.QtWidgets import QMenu
+
+        menu = QMenu(self)
+        for j, name in enumerate(HEADERS[2:], start=2):
+            action = menu.addAction(name)
+            action.setCheckable(True)
+            action.setChecked(not self.isColumnHidden(j))
+            action.toggled.connect(lambda on, j=j: self.setColumnHidden(j, not on))
+        menu.popup(self.horizontalHeader().mapToGlobal(pos))
 
     def fill(self, rows: list[dict], show_class: bool) -> None:
         """Show ``rows`` (mean rows in bold), with the class column when asked."""

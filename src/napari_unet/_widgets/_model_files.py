@@ -42,6 +42,13 @@ class ModelFilesPanel(Container):
             tooltip="Write the model as a bioimage.io package (.zip) for Fiji/deepImageJ, ilastik, QuPath or BiaPy; "
             "its test image is cut from the first training image.",
         )
+        self.use_new = PushButton(
+            text="Use the new one anyway",
+            visible=False,
+            tooltip="Replace the model in memory by the model of the last run, although it scored worse or was "
+            "stopped early.",
+        )
+        self._offered: tuple | None = None  # (model, origin) of a run that was not taken
         self.save_annotations = CheckBox(
             value=True,
             text="Also save the annotation layers next to the model",
@@ -49,7 +56,8 @@ class ModelFilesPanel(Container):
         )
         buttons = Container(widgets=[self.load, self.save, self.export], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
-        self.extend([self.info, self.finetune, buttons, self.save_annotations])
+        self.extend([self.info, self.use_new, self.finetune, buttons, self.save_annotations])
+        self.use_new.changed.connect(self.use_offered)
         self.load.changed.connect(c.guarded(lambda: self.load_model(), message))
         self.save.changed.connect(c.guarded(lambda: self.save_model(), message))
         self.export.changed.connect(c.guarded(lambda: self.export_model(), message))
@@ -61,18 +69,48 @@ class ModelFilesPanel(Container):
             return
         s = self._store
         self.info.value = f"<small>In memory: {html.escape(s.description)}</small>"
-        self.save.enabled = self.export.enabled = s.model is not None
+        self.save.enabled = self.export.enabled = s.model is not None and not self._running()
         if s.model is None:
             self.finetune.value = False
         self.finetune.enabled = s.model is not None and not self._running()
 
     def set_running(self, running: bool) -> None:
+        """Nothing here can act while training runs: the model in memory changes only at its end."""
+        if running:
+            self.forget_offered()
         self.load.enabled = self.finetune.enabled = not running
+        self.save.enabled = self.export.enabled = not running and self._store.model is not None
 
     def hold(self, model, origin: str) -> None:
         """Make ``model`` the one in memory, and continue from it at the next Train."""
         self._store.set(model, describe_model(model, origin))
         self.finetune.value = True
+
+    def finish_run(self, done, previous, origin: str) -> str | None:
+        """The run's model becomes the one in memory, unless ``previous`` is better kept (then the new one is
+        offered with 'Use the new one anyway'); returns the sentence saying so, or None."""
+        from ._state import keep_previous_reason
+
+        reason = keep_previous_reason(previous, done)
+        if reason is None:
+            self.hold(done.model, origin)
+            return None
+        self._offered = (done.model, origin)
+        self.use_new.visible = True
+        self.finetune.value = True  # the next Train continues from the kept model
+        return f"Kept the previous model ({reason})."
+
+    def use_offered(self, *_) -> None:
+        """'Use the new one anyway': the last run's model replaces the kept one."""
+        if self._offered is not None:
+            model, origin = self._offered
+            self.forget_offered()
+            self.hold(model, origin)
+            c.report_info("The model of the last run is now the one in memory.")
+
+    def forget_offered(self) -> None:
+        self._offered = None
+        self.use_new.visible = False
 
     def model_to_continue(self):
         """A copy of the model in memory to fine-tune, or None to train a new one."""
@@ -142,6 +180,7 @@ class ModelFilesPanel(Container):
             if path is None:
                 return None
         model = load_model(path)
+        self.forget_offered()
         self.hold(model, f"loaded from {Path(path).name}")
         return model
 

@@ -63,6 +63,7 @@ class PredictionLayers:
             layer.colormap = colors.class_colormap(max(1, self._n_classes))
         layer.contour = 1 if contours else 0
         layer.editable = False  # the job writes planes into its array: no painting until the image is done
+        self._hide_previews()
         self.labels[k] = layer
         self.outputs.append(layer)
         if polygons:
@@ -76,6 +77,12 @@ class PredictionLayers:
                 **POLYGON_STYLE,
             )
             self._viewer.layers.selection.active = layer
+
+    def _hide_previews(self) -> None:
+        """The Train dock's live preview under a prediction would blend with it: hidden (the user can show it)."""
+        for layer in self._viewer.layers:
+            if roles.role(layer) == roles.PREVIEW and layer.visible:
+                layer.visible = False
 
     def finish(self, k: int, n_objects: int | None):
         """Mark job ``k``'s layer complete (with its object count) and editable; return it, or None."""

@@ -52,6 +52,7 @@ class TrainWidget(Container):
         self._strokes_dirty = False
         self._closing = False
         self._pseudo = None  # pseudo-labelling work kept across Train clicks (a training.pseudo.PseudoCache)
+        self._previous = None  # the model in memory when the run started: never lost to a worse run
 
         self._message = c.wrapping_label()  # the last error or warning, whole, until the next run
         self._settings = SettingsPanel()
@@ -195,6 +196,7 @@ class TrainWidget(Container):
     def _begin_run(self, pairs: list[tuple], config: TrainConfig) -> None:
         """The dock as a run starts: the inbox, the preview layer, the strokes followed, the panels locked."""
         self._run_pairs = pairs
+        self._previous = self._store.model
         settings = self._settings
         self._inbox = Inbox(preview=bool(settings.preview.value), preview_interval=float(settings.preview_every.value))
         self._live_preview.start_run()
@@ -305,8 +307,10 @@ class TrainWidget(Container):
             self._on_done(event)
 
     def _on_done(self, done: Done) -> None:
-        self._files.hold(done.model, f"{'stopped' if done.stopped else 'trained'} here")
-        self._run.done(done)
+        origin = f"{'stopped' if done.stopped else 'trained'} here"
+        kept = self._files.finish_run(done, self._previous, origin)
+        self._previous = None
+        self._run.done(done, self._store.model, kept)
         if done.skipped:
             self._report("warning", skipped_warning(done.skipped))
 

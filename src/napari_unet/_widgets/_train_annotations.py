@@ -73,7 +73,7 @@ class AnnotationsPanel(Container):
         self.mode.native.currentIndexChanged.connect(self.update_legend)  # also when set to "choose…"
 
     def set_running(self, running: bool) -> None:
-        self.new_layer.enabled = self.mode.enabled = not running
+        self.new_layer.enabled = self.mode.enabled = self.add_class_button.enabled = not running
 
     def abandon(self) -> None:
         """The dock is closing: drop a guess still running."""

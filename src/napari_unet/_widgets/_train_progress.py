@@ -3,6 +3,7 @@ train session's events."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 
@@ -50,6 +51,7 @@ class RunProgress:
         self.plot.add_loss(event.step, event.loss)
         if epoch:
             self.plot.add_dice(event.step, event.val_dice)
+            self.plot.set_no_validation_tip()
         if self._throttle.ready(force=epoch):
             self._show(event, note)
             self.plot.update()
@@ -85,15 +87,25 @@ class RunProgress:
         self.status.value = why
         self.bar.native.setFormat("stopping…")
 
-    def done(self, done: Done) -> None:
-        """The run's summary in the status line; the bar full, saying why the run ended."""
+    def done(self, done: Done, model=None, kept: str | None = None) -> None:
+        """The run's summary in the status line; the bar full, saying why the run ended. ``model`` is the model
+        in memory after the run (the trust warning counts every step it has had); ``kept`` says why the
+        previous model was kept."""
         from ..training import trust_warning
 
         dice = f", val Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
         loss = f", loss {done.loss:.3f}" if done.loss is not None else ""
         why = done.end_words().removeprefix("done: ")
         self.status.value = f"Done: {done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice} ({why})."
-        warning = trust_warning(done)
+        if kept:
+            self.status.value += (
+                f"<br><b>{html.escape(kept)}</b> 'Use the new one anyway' (under Model) takes the new one."
+            )
+            c.report_warning(kept)
+        if done.val_dice is None and not self.plot.dice:
+            self.plot.no_validation = True
+            self.plot.set_no_validation_tip()
+        warning = trust_warning(_whole_life(done, model, kept is not None))
         if warning:
             self.status.value += f"<br><b>{html.escape(warning)}</b>"
             c.report_warning(warning)
@@ -103,6 +115,19 @@ class RunProgress:
     def failed(self, error: BaseException) -> None:
         self.status.value = "Training failed: " + c.describe(error)
         self.bar.native.setFormat("failed")
+
+
+def _whole_life(done: Done, model, kept: bool) -> Done:
+    """``done`` as seen over every run of the model in memory: its steps and seconds in total (a fine-tune
+    stopped after 98 steps of a 425-step model has had 523), and the kept model's own held-out Dice."""
+    from ..meta import last_val_dice, total_seconds, total_steps
+
+    if model is None:
+        return done
+    steps = max(total_steps(model), 0 if kept else done.steps)
+    seconds = total_seconds(model) or done.elapsed
+    val_dice = last_val_dice(model) if kept else done.val_dice
+    return dataclasses.replace(done, steps=steps, elapsed=seconds, val_dice=val_dice)
 
 
 def skipped_warning(skipped: int) -> str:
