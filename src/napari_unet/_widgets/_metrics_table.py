@@ -24,7 +24,6 @@ HEADER_TIPS = {
 #: are a right click on the header away (and all are in the CSV)
 DEFAULT_HIDDEN = ("IoU", "prec.", "recall")
 HEADER_MENU_TIP = "Right-click the header to show or hide columns (IoU, precision, recall); the CSV has them all."
-MAX_NAME_WIDTH = 200  # pixels for the image name column; longer names are elided in the middle (tooltip: whole)
 MAX_TABLE_HEIGHT = 600  # beyond this many pixels of rows, the table scrolls inside
 CLASS_COLUMN = 1
 
@@ -51,8 +50,9 @@ class ScoresTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        # the image name: as wide as it needs up to a cap (set in fill), the scores beside it, a scroll bar beyond
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        # the image name takes the width the scores leave (elided in the middle, whole in its tooltip), so the
+        # scores fit the dock's default width without a sideways scroll bar
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.setWordWrap(False)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header.setMinimumSectionSize(40)
@@ -91,16 +91,15 @@ class ScoresTable(QTableWidget):
             values += [cell(row, k) for k in SHOWN]
             for j, text in enumerate(values):
                 item = QTableWidgetItem(str(text))
-                if j == 0 and row.get("ground truth"):
-                    item.setToolTip(f"{row['image']} against {row['ground truth']}")
+                if j == 0:
+                    truth = row.get("ground truth")
+                    item.setToolTip(f"{row['image']} against {truth}" if truth else str(row["image"]))
                 if j >= 1:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if "layer" not in row:
                     item.setFont(bold)
                 self.setItem(i, j, item)
         self.blockSignals(False)
-        self.resizeColumnToContents(0)
-        self.setColumnWidth(0, min(self.columnWidth(0), MAX_NAME_WIDTH))
         self.fit_height()
 
     def fit_height(self) -> None:
