@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ._version import __version__  # noqa: F401  (napari_unet.__version__)
 
 _EXPORTS = {
+    "Annotation": "annotation",
     "load_model": "checkpoint",
     "save_model": "checkpoint",
     "label_contours": "contours",
@@ -40,6 +41,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Annotation",
     "Done",
     "Epoch",
     "InputError",
@@ -81,6 +83,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .annotation import Annotation
     from .checkpoint import load_model, save_model
     from .contours import label_contours, write_contours
     from .distributed import predict_dask

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .annotation import Annotation as Annotation  # one home for label conventions: re-exported
 from .errors import InputError
 
 #: the one palette of label colours: scribble label 1 = background, then classes 1, 2, ... (a prediction or

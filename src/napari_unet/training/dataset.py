@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..annotation import Annotation, as_annotation
 from ..errors import InputError
 from ..images import check_fits, check_image, guess_channel_axis, iter_slices, spatial_shape
 from ..labels import IGNORE, count_classes, integer_labels, is_instance_labels, labels_to_target, resolve_label_mode
@@ -40,6 +41,7 @@ class TrainingData:
     planes_used: int = 0  # planes with annotations / all planes
     planes_total: int = 0
     data_shapes: list[list[int]] = field(default_factory=list)
+    pair_modes: list[str] = field(default_factory=list)  # how each image's labels were read: 'sparse' or 'dense'
 
     @property
     def n_annotated(self) -> int:
@@ -53,7 +55,8 @@ def as_list(x) -> list:
 
 def prepare_data(images, labels, cfg: TrainConfig, model=None) -> TrainingData:
     """Check the inputs and build the samples; ``model``: the model to fine-tune (its channels, classes,
-    normalization and object kind are kept). Every mistake is an ``InputError`` that says what to do."""
+    normalization and object kind are kept). A label entry is an array (read in ``cfg.mode``) or an
+    ``Annotation`` with its own mode and reviewed mask. Every mistake is an ``InputError`` that says what to do."""
     images, labels = as_list(images), as_list(labels)
     if not images:
         raise InputError("No images given: give at least one image and its labels.")
@@ -68,24 +71,31 @@ def prepare_data(images, labels, cfg: TrainConfig, model=None) -> TrainingData:
         "Training on these images",
         "crop them to the annotated region, or train on fewer or smaller images.",
     )
-    label_arrays = [np.asarray(lab) for lab in labels]
+    entries = [as_annotation(lab) for lab in labels]
+    label_arrays = [np.asarray(e.labels) for e in entries]
     for k, lab in enumerate(label_arrays):
         integer_labels(lab, f"labels of image {k}")  # dtype and values, before guessing the mode
-    mode = resolve_label_mode(label_arrays, cfg.mode, cfg.multiclass)
-    boundaries = learn_boundaries(cfg, mode, label_arrays, model)
+    modes = pair_modes(labels, label_arrays, cfg)
+    mode = "sparse" if "sparse" in modes else "dense"  # scribbles anywhere: pseudo-labels, class balance
+    dense_arrays = [lab for lab, m in zip(label_arrays, modes, strict=True) if m == "dense"]
+    boundaries = learn_boundaries(cfg, "dense" if dense_arrays else "sparse", dense_arrays, model)
+    sizes = [typical_object_size(m, boundaries, [lab], None) for lab, m in zip(label_arrays, modes, strict=True)]
+    found = [s for s in sizes if s]
     data = TrainingData(
         samples=[],
         sample_keys=[],
         mode=mode,
         boundaries=boundaries,
-        object_size=typical_object_size(mode, boundaries, label_arrays, model),
+        object_size=float(np.median(found)) if found else (model_object_size(model) if model is not None else None),
         normalization=dict((normalization_rule(model) if model else None) or DEFAULT_NORMALIZATION),
         n_classes=0,
         in_channels=model.in_channels if model is not None else 0,
         class_counts=np.zeros(0, np.int64),
         data_shapes=[list(np.shape(i)) for i in images],
+        pair_modes=modes,
     )
-    n_lost = sum(_add_image(data, k, img, lab, cfg) for k, (img, lab) in enumerate(zip(images, label_arrays)))
+    pairs = enumerate(zip(images, label_arrays, entries, strict=True))
+    n_lost = sum(_add_image(data, k, img, lab, cfg, e.reviewed) for k, (img, lab, e) in pairs)
     try:
         n_classes, counts = count_classes([s.target for s in data.samples])
     except InputError as e:
@@ -119,21 +129,52 @@ def _check_label_shape(k: int, lab: np.ndarray, sp: tuple[int, ...]) -> None:
         )
 
 
-def _add_image(data: TrainingData, k: int, img, lab: np.ndarray, cfg: TrainConfig) -> int:
-    """Add the annotated planes of image ``k`` to ``data``; returns the annotated pixels lost to NaN/inf pixels.
+def pair_modes(labels, arrays: list[np.ndarray], cfg: TrainConfig) -> list[str]:
+    """How each image's labels are read: an ``Annotation``'s own mode; plain arrays (and 'auto' annotations)
+    in the run's mode, else guessed (plain arrays together, as before, an 'auto' annotation alone)."""
+    plain = [a for entry, a in zip(labels, arrays, strict=True) if not isinstance(entry, Annotation)]
+    shared = resolve_label_mode(plain, cfg.mode, cfg.multiclass) if plain else None
+    modes = []
+    for entry, lab in zip(labels, arrays, strict=True):
+        if not isinstance(entry, Annotation):
+            modes.append(shared)
+        elif entry.mode != "auto":
+            modes.append("dense" if cfg.multiclass else entry.mode)
+        else:
+            modes.append(resolve_label_mode([lab], cfg.mode, cfg.multiclass))
+    return modes
 
-    In dense mode a plane with no label at all is unpainted, not "all background" (complete masks on 1 plane
-    of a stack must not make the 19 others background)."""
-    shape = tuple(np.shape(img))
-    known = data.in_channels or None
-    axis = guess_channel_axis(shape, known) if cfg.channel_axis == "auto" else cfg.channel_axis
-    _check_label_shape(k, lab, spatial_shape(shape, axis))
-    if data.boundaries:
+
+def _pair_target(data: TrainingData, k: int, lab: np.ndarray, cfg: TrainConfig, reviewed) -> np.ndarray:
+    """Image ``k``'s target in its own mode; a boundary model reads scribbled foreground as object interior,
+    and pixels a corrected mask leaves unreviewed are ignored."""
+    mode = data.pair_modes[k]
+    if data.boundaries and mode == "dense":
         from ..instances import boundary_target
 
         target = boundary_target(lab)
     else:
-        target = labels_to_target(lab, data.mode, cfg.multiclass)
+        target = labels_to_target(lab, mode, cfg.multiclass)
+        if data.boundaries and target.max(initial=0) > 1:
+            raise InputError(
+                f"The scribbles of image {k} use more than one foreground class, but the model learns object "
+                "boundaries (one kind of object): paint 1 = background and 2 = objects only."
+            )
+    if reviewed is not None:
+        target = np.where(reviewed, target, np.int16(IGNORE)).astype(np.int16)
+    return target
+
+
+def _add_image(data: TrainingData, k: int, img, lab: np.ndarray, cfg: TrainConfig, reviewed=None) -> int:
+    """Add the annotated planes of image ``k`` to ``data``; returns the annotated pixels lost to NaN/inf pixels.
+
+    In dense mode a plane with no label at all is unpainted, not "all background" (complete masks on 1 plane
+    of a stack must not make the 19 others background), unless its pixels are marked reviewed."""
+    shape = tuple(np.shape(img))
+    known = data.in_channels or None
+    axis = guess_channel_axis(shape, known) if cfg.channel_axis == "auto" else cfg.channel_axis
+    _check_label_shape(k, lab, spatial_shape(shape, axis))
+    target = _pair_target(data, k, lab, cfg, reviewed)
     check_finite = np.dtype(img.dtype).kind == "f"
     any_finite = not check_finite
     lost = 0
@@ -153,7 +194,8 @@ def _add_image(data: TrainingData, k: int, img, lab: np.ndarray, cfg: TrainConfi
             if bad.any():
                 lost += int(np.count_nonzero(t[bad] >= 0))
                 t = np.where(bad, np.int16(IGNORE), t)
-        if data.mode == "dense" and not np.any(lab[idx]):
+        painted = np.any(lab[idx]) if reviewed is None else np.any(reviewed[idx])
+        if data.pair_modes[k] == "dense" and not painted:
             continue
         if np.any(t >= 0):
             data.planes_used += 1
@@ -168,6 +210,8 @@ def _add_image(data: TrainingData, k: int, img, lab: np.ndarray, cfg: TrainConfi
 def learn_boundaries(cfg: TrainConfig, mode: str, labels: list[np.ndarray], model=None) -> bool:
     """Whether to train the boundary target (see ``TrainConfig.instances``)."""
     possible = mode == "dense" and not cfg.multiclass
+    if model is not None and learns_boundaries(model) and not cfg.multiclass and cfg.instances is not False:
+        return True  # a boundary model stays one, also when corrected with scribbles
     if cfg.instances:
         if not possible:
             raise InputError(
