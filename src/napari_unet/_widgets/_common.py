@@ -14,7 +14,7 @@ from magicgui.widgets import Container, EmptyWidget, Label
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..errors import InputError
-from ..layer_roles import PREDICTION, PREVIEW, SCRIBBLES, SOURCE_KEY, role
+from ..layer_roles import CORRECTIONS, PREDICTION, PREVIEW, SCRIBBLES, SOURCE_KEY, role
 
 if TYPE_CHECKING:
     import napari
@@ -160,7 +160,7 @@ def best_annotation_layer(image, candidates: Iterable, selected: Iterable = ()):
         name = lay.name
         return (
             id(lay) in selected,
-            role(lay) == SCRIBBLES or bool(_ANNOTATION_HINT.search(name)),
+            role(lay) in (SCRIBBLES, CORRECTIONS) or bool(_ANNOTATION_HINT.search(name)),
             not _TRUTH_HINT.search(name),
             _stem(name) == _stem(image.name),
             order,

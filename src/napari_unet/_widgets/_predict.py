@@ -16,6 +16,7 @@ from qtpy.QtCore import QTimer
 from ..jobs.events import ImageDone, ImageStarted, PlaneDone
 from ..jobs.predict import image_job, predict_job
 from . import _common as c
+from ._corrections import CorrectionsPanel, adopt_duplicate
 from ._polygons import PolygonsAdder, PolygonsExport
 from ._predict_panels import ImageChoice, ModelChoice, OutputOptions
 from ._prediction_layers import PredictionLayers, objects_text
@@ -55,6 +56,7 @@ class PredictWidget(Container):
         self._progress.native.setTextVisible(True)
         self._progress.native.setFormat("idle")
         self._status = c.wrapping_label()
+        self._corrections = CorrectionsPanel(self._viewer, self._status)
         self._lay_out()
         self._connect()
         c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
@@ -71,6 +73,7 @@ class PredictWidget(Container):
                 buttons,
                 self._progress,
                 self._status,
+                *self._corrections.widgets(),
                 *self._export_panel.widgets(),
             ]
         )
@@ -88,7 +91,7 @@ class PredictWidget(Container):
         self._export.changed.connect(c.guarded(lambda: self.export_polygons()))
         self._store.changed.connect(self._update_model_info)
         layers = self._viewer.layers
-        layers.events.inserted.connect(self._reset_choices)
+        layers.events.inserted.connect(self._on_layer_inserted)
         layers.events.removed.connect(self._on_layer_removed)
         layers.events.reordered.connect(self._reset_choices)
         self.native.destroyed.connect(self._on_destroyed)
@@ -104,6 +107,15 @@ class PredictWidget(Container):
         if c.is_alive(self.native):
             self._images.reset_choices()
             self._export_from.reset_choices()
+            self._corrections.reset_choices()
+
+    def _on_layer_inserted(self, event) -> None:
+        adopt_duplicate(self._viewer, event.value)  # napari's Duplicate of a prediction: a correction layer
+        self._reset_choices()
+
+    def make_editable(self, prediction=None):
+        """An editable copy of a prediction (default: the one chosen under 'Correct a prediction')."""
+        return self._corrections.make_editable(prediction)
 
     def _on_layer_removed(self, event) -> None:
         if self._runner.running and self._run.involves(event.value):
@@ -269,6 +281,7 @@ class PredictWidget(Container):
         self._reset_choices()
         if complete:
             self._export_from.value = complete[-1]
+            self._corrections.source.value = complete[-1]
 
     def _on_destroyed(self, *_) -> None:
         self._closing = True

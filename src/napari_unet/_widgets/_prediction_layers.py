@@ -12,6 +12,7 @@ from .. import layer_roles as roles
 from ..jobs.predict import ImageJob
 from . import _colors as colors
 from . import _common as c
+from ._corrections import tag_prediction
 from ._polygons import POLYGON_STYLE
 
 
@@ -63,6 +64,7 @@ class PredictionLayers:
             layer.colormap = colors.class_colormap(max(1, self._n_classes))
         layer.contour = 1 if contours else 0
         layer.editable = False  # the job writes planes into its array: no painting until the image is done
+        tag_prediction(layer)
         self._hide_previews()
         self.labels[k] = layer
         self.outputs.append(layer)

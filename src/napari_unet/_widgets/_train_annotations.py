@@ -85,9 +85,10 @@ class AnnotationsPanel(Container):
         """The chosen annotation layers changed: guess 'Labels are' again, follow their painting, explain."""
         chosen = [lab for _, lab in self._pairs.pairs()]
         guessed_for = tuple(id(lab) for lab in chosen)
-        if chosen and guessed_for != self._guessed_for:
+        plain = [lab for lab in chosen if roles.role(lab) != roles.CORRECTIONS]  # corrections: complete masks
+        if plain and guessed_for != self._guessed_for:
             # guess only when the chosen annotation layers change, so a user's explicit choice sticks
-            self._guess_mode(chosen, guessed_for)
+            self._guess_mode(plain, guessed_for)
         self._guessed_for = guessed_for
         for lab in self._hint_layers:
             with contextlib.suppress(Exception):
