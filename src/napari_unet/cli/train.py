@@ -7,13 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import InputError
 from ..labels import MASKS_SHORT, SCRIBBLES_SHORT
 from ..training.config import default
 from ._args import add_mode_arguments, add_runtime_arguments, channel_axis
 from ._outputs import check_output_file, refuse_inputs
+from ._pairs import LABELS_HELP, REVIEWED_HELP, label_paths, read_label_entries, reviewed_paths
 from ._progress import run_training
 
 
@@ -21,7 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """The train command and its arguments; every default shown is ``TrainConfig``'s."""
     t = subparsers.add_parser("train", help="train a model on images and their labels")
     t.add_argument("images", nargs="+", help="image files (TIFF, PNG/JPEG, .npy, zarr)")
-    t.add_argument("--labels", nargs="+", required=True, help="one label image per image, same order")
+    t.add_argument("--labels", nargs="+", required=True, help=LABELS_HELP)
+    t.add_argument("--reviewed", nargs="+", default=None, help=REVIEWED_HELP)
     t.add_argument("-o", "--output", required=True, help="model file to write, e.g. model.pt")
     _add_label_arguments(t)
     _add_duration_arguments(t)
@@ -99,7 +99,8 @@ def _check_inputs(args: argparse.Namespace) -> Path:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} already exists; choose another name or pass --overwrite to replace it.")
-    refuse_inputs(out, [*args.images, *args.labels], "-o")
+    reviewed = [r for r in reviewed_paths(args.reviewed, len(args.labels)) if r]
+    refuse_inputs(out, [*args.images, *label_paths(args.labels), *reviewed], "-o")
     check_output_file(out)
     if len(args.images) != len(args.labels):
         raise InputError(
@@ -114,10 +115,11 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model, save_model
     from ..io import read_image
     from ..training import Trainer, trust_warning
+    from ..training.continuation import kept_words
     from ..training.events import PLATEAU
 
     images = [read_image(p) for p in args.images]
-    labels = [np.asarray(read_image(p)) for p in args.labels]
+    labels = read_label_entries(args.labels, args.reviewed)
     base = load_model(args.from_model) if args.from_model else None
     time_limit = args.time_limit if args.time_limit is not None else (None if args.epochs else default("time_limit"))
     trainer = Trainer(
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     planes = f" on {trainer.planes_used} of {trainer.planes_total} planes" if trainer.planes_total > len(images) else ""
     what = "instance masks: background, interior, boundary" if trainer.boundaries else f"{trainer.n_classes} class(es)"
     print(
-        f"{trainer.mode} labels, {what}, {trainer.n_annotated} annotated pixels{planes}, "
+        f"{'mixed (per file)' if len(set(trainer.data.pair_modes)) > 1 else trainer.mode} labels, {what}, {trainer.n_annotated} annotated pixels{planes}, "
         f"{trainer.device.type} {trainer.precision}",
         file=sys.stderr,
     )
@@ -155,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
     skipped = getattr(done, "skipped", 0)
     if skipped:
         print(f"{skipped} step(s) skipped because the loss was NaN or inf; lower --lr if this recurs", file=sys.stderr)
+    if base is not None:
+        print(kept_words(done))
     if done.steps == 0 and base is None:
         print("stopped before the first training step; no model saved", file=sys.stderr)
         return 130
@@ -162,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     dice = f", validation Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
     how = "stopped" if done.stopped else "trained"
     why = ", then it stopped improving" if done.reason == PLATEAU else ""
-    print(f"{how} {done.steps} steps in {done.elapsed:.0f} s{dice}{why}; model saved to {out}")
+    saved = f"the model of {args.from_model} saved to {out}" if done.kept_previous else f"model saved to {out}"
+    print(f"{how} {done.steps} steps in {done.elapsed:.0f} s{dice}{why}; {saved}")
     warning = trust_warning(done)
     if warning:
         print(warning, file=sys.stderr)

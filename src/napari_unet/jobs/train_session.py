@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..training.config import MIN_ROUND_SECONDS, PREVIEW_INTERVAL
+from ..training.continuation import Continuation, Verdict, score
 from ..training.events import (
     STOPPED,
     Done,
@@ -229,16 +230,22 @@ class _Session:
         self.reason = ""  # why the last round ended (Done.reason)
         self.current: list[np.ndarray] = list(labels)
         self.previous: list[np.ndarray] | None = None
+        self.trainer = None  # the last round's
+        # the model the session continues: it comes back at the end unless the session beat it (continuation.py)
+        self.started_from = Continuation(model) if model is not None and config.keep_better else None
 
     def run(self) -> Iterator[SessionEvent]:
         while True:
-            trainer = yield from self._next_trainer()
+            trainer = self.trainer = yield from self._next_trainer()
             done, new_labels = yield from self._round(trainer)
             self._add(done)
             if new_labels is None or self.inbox.stop_requested:
                 break
             self.previous, self.current = self.current, new_labels
         stopped = self.inbox.stop_requested
+        kept = self._settle(stopped)
+        if kept.kept_previous:
+            yield Notice(kept.words())
         if self.inbox.preview and not stopped:
             shown = self.previews.final(self.model, self.steps)
             if shown is not None:
@@ -246,8 +253,21 @@ class _Session:
         elapsed = time.perf_counter() - self.start
         yield Done(
             self.model, self.steps, self.epochs, elapsed, self.loss, self.val_dice, stopped, self.skipped,
-            self.plateau, self.previews.forest_dice, STOPPED if stopped else self.reason,
+            self.plateau, self.previews.forest_dice, STOPPED if stopped else self.reason, kept.kept_previous,
+            kept.before, kept.after,
         )  # fmt: skip
+
+    def _settle(self, stopped: bool) -> Verdict:
+        """The session's model, or the one it started from where the session did not beat it on the last round's
+        held-out blocks (which hold every annotation); rounds themselves keep what they train."""
+        if self.started_from is None or self.trainer is None:
+            return Verdict(False, None, self.val_dice)
+        after = self.trainer.val_dice
+        self.started_from.before = score(self.trainer, self.started_from.previous)
+        kept = self.started_from.settle(self.model, self.steps, stopped, after)
+        if kept.kept_previous:
+            self.val_dice = kept.before
+        return kept
 
     def _overrides(self) -> dict:
         """The next round's budget: what is left of the session's, and where it is in the schedule."""
@@ -274,7 +294,7 @@ class _Session:
             try:
                 trainer = Trainer(
                     self.images, self.current, self.config, model=self.model, pseudo_cache=self.cache,
-                    **self._overrides(),
+                    keep_better=False, **self._overrides(),
                 )  # fmt: skip
             except InputError as e:
                 if self.previous is None:

@@ -54,6 +54,11 @@ class TrainConfig:
     pseudo_time: float = 0.3
     self_training: float = 0.5  # > 0: at this fraction of the run, redo the pseudo-labels from the U-Net itself
     dice_weight: float = 1.0
+    # continuing a model: patches centre on the annotated pixels it got wrong this many times as often as on one
+    # class's pixels (0: no emphasis); and keep_better: a run that scores lower on the held-out annotations than
+    # the model it started from (or is stopped too early to judge) gives the starting model back (continuation.py)
+    correction_weight: float = 2.0
+    keep_better: bool = True
     mode: str = "auto"  # 'sparse', 'dense' or 'auto'
     multiclass: bool = False  # dense labels are class ids rather than foreground/instances
     # learn object boundaries (background / interior / boundary, see instances.py) so prediction separates
@@ -94,6 +99,8 @@ class TrainConfig:
             raise InputError(f"contrast must be >= 0, got {self.contrast}.")
         if not 0 <= self.self_training < 1:
             raise InputError(f"self_training must be in [0, 1), got {self.self_training}.")
+        if not self.correction_weight >= 0:
+            raise InputError(f"correction_weight must be >= 0, got {self.correction_weight}.")
         if not self.pseudo_weight >= 0:
             raise InputError(f"pseudo_weight must be >= 0, got {self.pseudo_weight}.")
         if not 0 < self.pseudo_time <= 1:

@@ -69,6 +69,11 @@ class Done:
     # still have been cut short by the budget: ``reason`` says what ended the run)
     forest_val_dice: float | None = None  # the pseudo-labelling forest's held-out Dice (scribbles)
     reason: str = ""  # why the run ended: one of END_WORDS' keys ("" for a Done made by hand)
+    # a continued model (``model=`` given): True when the run did not beat the model it started from, whose
+    # weights ``model`` then holds again; the two held-out scores that decided (``continuation.Verdict``)
+    kept_previous: bool = False
+    previous_val_dice: float | None = None
+    trained_val_dice: float | None = None
 
     def end_words(self) -> str:
         """Why the run ended, in a few words for a progress bar or a status line."""

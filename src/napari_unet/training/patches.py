@@ -46,6 +46,16 @@ class PatchSampler:
                 self.coords.setdefault(int(cls), []).append((i, pts))
         self.weights = np.array([max(1, np.count_nonzero(t >= 0)) for t in self.targets], dtype=float)
         self.weights /= self.weights.sum()
+        self.focus: list[tuple[int, np.ndarray]] = []  # pixels a continued model got wrong (see focus_on)
+        self.focus_share = 0.0
+
+    def focus_on(self, masks: Sequence[np.ndarray] | None, weight: float) -> PatchSampler:
+        """Centre patches on the pixels of ``masks`` (one per sample) ``weight`` times as often as on one class."""
+        if masks is None:
+            return self
+        self.focus = [(i, np.argwhere(m).astype(np.int32)) for i, m in enumerate(masks) if m.any()]
+        self.focus_share = weight / (weight + len(self.coords)) if self.focus and weight > 0 else 0.0
+        return self
 
     def _pad(self, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h, w = target.shape
@@ -59,8 +69,10 @@ class PatchSampler:
     def _origin(self) -> tuple[int, int, int]:
         p, rng = self.patch, self.rng
         if self.coords and rng.random() < self.p_annotated:
-            cls = list(self.coords)[rng.integers(len(self.coords))]
-            entries = self.coords[cls]
+            if self.focus_share and rng.random() < self.focus_share:
+                entries = self.focus
+            else:
+                entries = self.coords[list(self.coords)[rng.integers(len(self.coords))]]
             i, pts = entries[rng.integers(len(entries))]
             y, x = pts[rng.integers(len(pts))]
             h, w = self.targets[i].shape

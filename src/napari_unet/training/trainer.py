@@ -27,6 +27,7 @@ from ..runtime import autocast, pick_device, pick_precision, prepare_module
 from . import selftrain
 from .augmentation import Augmentation
 from .config import MAX_BAD_STEPS, TrainConfig, make_config
+from .continuation import begin, sampler_for, settle
 from .dataset import TrainingData, prepare_data
 from .events import EPOCHS, NOT_FINITE, PLATEAU, STOPPED, TIME_LIMIT, Done, Epoch, Event, Prepared, Preparing, Step
 from .losses import segmentation_loss, sparse_loss
@@ -223,7 +224,7 @@ class Trainer:
             self._stroke_samples, self._held_out, self.n_classes, self.config, self.pseudo_cache,
             lambda: self._stop, deadline,
         )  # fmt: skip
-        self.sampler = PatchSampler(self.train_samples, self.config.patch_size, self.rng)
+        self.sampler = sampler_for(self)
         dense = self.labeler.dense
         self.forest_val_dice = self._blocks_dice([dense[b.sample][b.where] for b in self.val_blocks])
 
@@ -242,7 +243,7 @@ class Trainer:
             self.precision, lambda: self._stop, deadline,
         )  # fmt: skip
         self.model.train()
-        self.sampler = PatchSampler(self.train_samples, self.config.patch_size, self.rng)
+        self.sampler = sampler_for(self)
 
     def _may_self_train(self) -> bool:
         return selftrain.unet_beats_forest(self.steps, self.val_dice, self.forest_val_dice)
@@ -250,8 +251,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ the loop
 
     def run(self) -> Iterator[Event]:
-        # the clock starts when the Trainer was created: preparing the data is part of the user's wait
-        start = time.perf_counter() - self.prepare_seconds
+        start = time.perf_counter() - self.prepare_seconds  # from the Trainer's creation: preparing is part of it
+        self.sampler = begin(self)  # a continued model's score and mistakes first (see continuation.py)
         if self.use_pseudo:
             yield from self.prepare(self._pseudo_deadline(start))
             labeler = self.labeler
@@ -261,10 +262,10 @@ class Trainer:
         if self.steps % self.config.steps_per_epoch and self.val_blocks:
             self.val_dice = self.validate()
         model = self.finish(time.perf_counter() - start)
-        yield Done(
+        yield settle(self, Done(
             model, self.steps, self.epochs, time.perf_counter() - start, self.last_loss, self.val_dice, self._stop,
             self.skipped_steps, self.plateau, self.forest_val_dice, reason,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def _pseudo_deadline(self, start: float) -> float:
         cfg = self.config

@@ -14,12 +14,18 @@ from .patches import Sample
 
 def trust_warning(done: Done) -> str | None:
     """A plain sentence when a model has had too little training to be trusted, with what to do; else None."""
-    if done.steps == 0:
+    from ..meta import total_steps
+
+    steps = max(done.steps, total_steps(done.model))  # a continued model counts the steps of its earlier runs
+    if steps == 0:
         return "The model was not trained at all (0 steps): train again and let it run."
     rate = done.steps / max(done.elapsed, 1e-9)
     reasons = []
-    if done.steps < TRUSTED_STEPS:
-        reasons.append(f"only {done.steps} training steps ran in {done.elapsed:.0f} s ({rate:.1f} steps/s here)")
+    if steps < TRUSTED_STEPS:
+        earlier = f", {steps - done.steps} of them in earlier runs" if steps > done.steps else ""
+        reasons.append(
+            f"only {steps} training steps ran{earlier}, {done.steps} in {done.elapsed:.0f} s here ({rate:.1f} steps/s)"
+        )
     if done.val_dice is not None and done.val_dice < 0.5:
         reasons.append(f"its Dice on held-out annotations is only {done.val_dice:.2f}")
     if done.val_dice is not None and done.forest_val_dice is not None and done.val_dice < done.forest_val_dice:

@@ -1,0 +1,153 @@
+"""Continuing a model with new annotations: where it was wrong counts more, and the better of before and after
+is kept.
+
+A round of corrections must help or do no harm. Before training, the starting model is scored on the run's
+held-out blocks (which include the new annotations) and its mistakes on the annotated pixels are found;
+training patches then centre on those pixels ``TrainConfig.correction_weight`` times as often as on one
+class's pixels (a pixel seen more often weighs more in the loss). At the end the trained model is scored on
+the same blocks; when it is worse, or when the run was stopped after too few steps to judge, the starting
+weights come back (into the same model object, so a caller's reference is restored too).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..labels import PSEUDO
+from .config import TRUSTED_STEPS
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Which model a continued run keeps, and the two held-out scores that decided it."""
+
+    kept_previous: bool
+    before: float | None  # the starting model's Dice on the run's held-out blocks
+    after: float | None  # the trained model's, on the same blocks
+
+    def words(self) -> str:
+        """One plain sentence for the CLI and the widget."""
+        scores = f" (held-out Dice {_fmt(self.before)} before, {_fmt(self.after)} after)"
+        if self.kept_previous:
+            return "Kept the previous model: this run did not improve it" + scores + "."
+        return "Kept the newly trained model" + scores + "."
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def keep_previous(steps: int, stopped: bool, before: float | None, after: float | None) -> bool:
+    """Whether the starting model beats the run: no step at all, a lower held-out score, or (without scores)
+    a run stopped before ``TRUSTED_STEPS`` steps, too short to have learnt anything it could be trusted with."""
+    if steps == 0:
+        return True
+    if before is not None and after is not None:
+        return after < before
+    return stopped and steps < TRUSTED_STEPS
+
+
+def wrong_pixels(model, samples, boundaries: bool, device, precision: str) -> list[np.ndarray]:
+    """Per sample, the annotated pixels (strokes or masks, not pseudo-labels) the model labels wrongly."""
+    from ..meta import predicts_boundaries
+    from ..prediction import predict_proba_plane, probabilities_to_labels
+
+    wrong = []
+    for s in samples:
+        annotated = (s.target >= 0) & (s.target < PSEUDO)
+        if not annotated.any():
+            wrong.append(annotated)
+            continue
+        probs = predict_proba_plane(model, s.image, device=device, precision=precision)
+        predicted = probabilities_to_labels(probs, boundary=predicts_boundaries(model)).astype(np.int16)
+        truth = np.minimum(s.target, 1) if boundaries else s.target
+        wrong.append(annotated & (predicted != truth))
+    return wrong
+
+
+MAX_FOCUS_PIXELS = 1 << 22  # above this many training pixels the mistakes are not searched (a full prediction)
+
+
+class Continuation:
+    """The starting model of a continued run: a copy of its weights and record, its score, its mistakes."""
+
+    def __init__(self, model) -> None:
+        self.previous = copy.deepcopy(model).eval()
+        self.before: float | None = None
+        self.focus: list[np.ndarray] | None = None
+
+    def start(self, trainer) -> None:
+        """Score the starting model on the held-out blocks and find its mistakes on the training pixels."""
+        self.before = score(trainer, self.previous)
+        pixels = sum(s.target.size for s in trainer.train_samples)
+        if trainer.config.correction_weight > 0 and pixels <= MAX_FOCUS_PIXELS:
+            self.focus = wrong_pixels(
+                self.previous, trainer.train_samples, trainer.boundaries, trainer.device, trainer.precision
+            )
+
+    def settle(self, model, steps: int, stopped: bool, after: float | None) -> Verdict:
+        """Keep ``model`` or put the starting weights and record back into it; says which."""
+        kept = keep_previous(steps, stopped, self.before, after)
+        if kept:
+            model.load_state_dict(self.previous.state_dict())
+            model.meta = copy.deepcopy(getattr(self.previous, "meta", {}))
+            model.eval()
+        return Verdict(kept, self.before, after)
+
+
+def score(trainer, model) -> float | None:
+    """Any model's Dice on ``trainer``'s held-out blocks (the starting model's, to compare with)."""
+    from .validation import blocks_dice, predict_blocks
+
+    if not trainer.val_blocks:
+        return None
+    predictions = predict_blocks(model, trainer.val_blocks, trainer.device, trainer.precision)
+    return blocks_dice(trainer.val_blocks, predictions, trainer.n_classes, trainer.boundaries)
+
+
+def begin(trainer):
+    """At the start of ``trainer.run()``: a model that has been trained before is continued, so keep a copy of
+    it, score it and find its mistakes (``trainer.continuation``); returns the patch sampler to train with."""
+    from ..meta import history
+
+    trainer.continuation = None
+    if trainer.steps == 0 and history(trainer.model):
+        trainer.continuation = Continuation(trainer.model)
+        trainer.continuation.start(trainer)
+    return sampler_for(trainer)
+
+
+def sampler_for(trainer):
+    """A patch sampler over the trainer's samples that favours a continued model's mistakes."""
+    from .patches import PatchSampler
+
+    cont = getattr(trainer, "continuation", None)
+    sampler = PatchSampler(trainer.train_samples, trainer.config.patch_size, trainer.rng)
+    return sampler.focus_on(cont.focus if cont is not None else None, trainer.config.correction_weight)
+
+
+def settle(trainer, done):
+    """``done`` of a continued run, with the model it keeps (the trained one, or the starting weights back where
+    the run did not beat them; ``TrainConfig.keep_better``) and the two held-out scores that decided."""
+    cont = getattr(trainer, "continuation", None)
+    if cont is None:
+        return done
+    if not trainer.config.keep_better:
+        return dataclasses.replace(done, previous_val_dice=cont.before, trained_val_dice=done.val_dice)
+    verdict = cont.settle(done.model, done.steps, done.stopped, done.val_dice)
+    return dataclasses.replace(
+        done,
+        val_dice=verdict.before if verdict.kept_previous else done.val_dice,
+        kept_previous=verdict.kept_previous,
+        previous_val_dice=verdict.before,
+        trained_val_dice=verdict.after,
+    )
+
+
+def kept_words(done) -> str:
+    """What a continued run's ``Done`` kept, in one plain sentence."""
+    return Verdict(done.kept_previous, done.previous_val_dice, done.trained_val_dice).words()
