@@ -93,3 +93,16 @@ def test_the_plot_says_when_nothing_could_be_held_out(train_widget, tiny_model):
     train_widget._run.step(Epoch(1, 5, 0.5, None, 1.0, 0.1))
     assert plot.no_validation and NO_VALIDATION_TIP in plot.toolTip()
     plot.grab()  # paints without error
+
+
+def test_a_fine_tune_stopped_at_once_keeps_the_model_it_continued(qtbot, train_widget, tiny_model, messages):
+    earlier = _with_history(tiny_model, 425, 0.9)
+    train_widget._files.hold(earlier, "loaded")
+    assert train_widget._files.finetune.value
+    train_widget.set_settings(time_limit=60)
+    train_widget.start_training()
+    train_widget.stop_training()
+    wait_until(qtbot, lambda: not train_widget.running, timeout=60)
+    assert train_widget._store.model is earlier  # the object in memory, untouched
+    assert "Kept the previous model" in train_widget._status.value
+    assert "not trained at all" not in train_widget._status.value

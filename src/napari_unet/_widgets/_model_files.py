@@ -87,18 +87,30 @@ class ModelFilesPanel(Container):
         self.finetune.value = True
 
     def finish_run(self, done, previous, origin: str) -> str | None:
-        """The run's model becomes the one in memory, unless ``previous`` is better kept (then the new one is
-        offered with 'Use the new one anyway'); returns the sentence saying so, or None."""
+        """The run's model becomes the one in memory, unless the previous one is kept: the core's verdict for a
+        continued model (``Done.kept_previous``: its weights are back in ``done.model``), or ``previous`` beats
+        a new model (``keep_previous_reason``); a new model not taken is offered with 'Use the new one anyway'.
+        Returns the sentence saying what was kept, or None."""
+        from ..training.continuation import kept_words
         from ._state import keep_previous_reason
 
+        if done.kept_previous:
+            trained = getattr(done, "trained_model", None)  # offered where the core hands it back
+            self.hold(previous if previous is not None else done.model, "kept (the run did not improve it)")
+            if trained is not None:
+                self._offer(trained, origin)
+            return kept_words(done)
         reason = keep_previous_reason(previous, done)
         if reason is None:
             self.hold(done.model, origin)
             return None
-        self._offered = (done.model, origin)
+        self._offer(done.model, origin)
+        return f"Kept the previous model ({reason})."
+
+    def _offer(self, model, origin: str) -> None:
+        self._offered = (model, origin)
         self.use_new.visible = True
         self.finetune.value = True  # the next Train continues from the kept model
-        return f"Kept the previous model ({reason})."
 
     def use_offered(self, *_) -> None:
         """'Use the new one anyway': the last run's model replaces the kept one."""

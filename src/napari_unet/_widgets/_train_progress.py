@@ -101,7 +101,8 @@ class RunProgress:
             self.status.value += (
                 f"<br><b>{html.escape(kept)}</b> 'Use the new one anyway' (under Model) takes the new one."
             )
-            c.report_warning(kept)
+            if not done.kept_previous:  # the session said so already (a Notice)
+                c.report_warning(kept)
         if done.val_dice is None and not self.plot.dice:
             self.plot.no_validation = True
             self.plot.set_no_validation_tip()
@@ -118,16 +119,13 @@ class RunProgress:
 
 
 def _whole_life(done: Done, model, kept: bool) -> Done:
-    """``done`` as seen over every run of the model in memory: its steps and seconds in total (a fine-tune
-    stopped after 98 steps of a 425-step model has had 523), and the kept model's own held-out Dice."""
-    from ..meta import last_val_dice, total_seconds, total_steps
+    """``done`` about the model in memory after the run: the trust warning counts every step that model has had
+    (``meta.total_steps``), and a kept model is judged on its own held-out Dice."""
+    from ..meta import last_val_dice
 
-    if model is None:
+    if model is None or not kept or model is done.model:
         return done
-    steps = max(total_steps(model), 0 if kept else done.steps)
-    seconds = total_seconds(model) or done.elapsed
-    val_dice = last_val_dice(model) if kept else done.val_dice
-    return dataclasses.replace(done, steps=steps, elapsed=seconds, val_dice=val_dice)
+    return dataclasses.replace(done, model=model, steps=0, elapsed=0.0, val_dice=last_val_dice(model))
 
 
 def skipped_warning(skipped: int) -> str:
