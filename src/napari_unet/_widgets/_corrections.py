@@ -243,7 +243,7 @@ class CorrectionsPanel:
         reviewed = reviewed_of(layer)
         share = reviewed.mean() if reviewed.size else 0.0
         self.status.value = (
-            f"<small><b>{html.escape(layer.name)}</b>: {100 * share:.0f}% reviewed "
+            f"<small><b>{html.escape(layer.name)}</b>: {100 * share:.{1 if share < 0.1 else 0}f}% reviewed "
             f"({int(reviewed.sum()):,} pixels train as complete masks; the rest is not annotated). "
             f"{html.escape(REMOVE_TIP)}</small>"
         )

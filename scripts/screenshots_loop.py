@@ -1,0 +1,123 @@
+"""Screenshots of the loop after the first model, from the real napari window (run under Xvfb on a headless box).
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots_loop.py [--out docs] [--seconds 20]
+
+Trains on the bundled sample's scribbles, predicts the image, makes the prediction editable, removes a wrong
+object and paints a missed one as a person would (from the sample's ground truth), and shoots
+``correct.png``; then shows the uncertainty layer of the prediction and shoots ``uncertainty.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import napari
+import numpy as np
+from screenshots import shoot, wait
+
+
+def _wrong_and_missed(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
+    """The predicted object that overlaps the truth least (a wrong one), and the largest true object the
+    prediction misses most."""
+    ids, counts = np.unique(prediction[prediction > 0], return_counts=True)
+    overlap = [np.mean(truth[prediction == i] > 0) for i in ids]
+    wrong = int(ids[int(np.argmin(np.asarray(overlap) - 1e-6 * counts))])
+    true_ids = np.unique(truth[truth > 0])
+    missed_share = [np.mean(prediction[truth == t] == 0) * np.sum(truth == t) for t in true_ids]
+    missed = int(true_ids[int(np.argmax(missed_share))])
+    return wrong, missed
+
+
+def _centre_on(viewer: napari.Viewer, mask: np.ndarray, zoom: float = 3.0) -> None:
+    rows, cols = np.nonzero(mask)
+    viewer.camera.center = (float(rows.mean()), float(cols.mean()))
+    viewer.camera.zoom = zoom
+
+
+def _no_toasts(viewer: napari.Viewer) -> None:
+    """Close the notification toasts, which would cover the canvas in the picture."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+
+
+def _scroll_to(dock_widget, widget) -> None:
+    """Scroll the dock so that ``widget`` (a section of it) is in view."""
+    from qtpy.QtWidgets import QScrollArea
+
+    area = dock_widget.native.findChild(QScrollArea)
+    if area is not None:
+        area.ensureWidgetVisible(widget.native, 0, 200)
+
+
+def correct(viewer: napari.Viewer, predict, out: Path) -> None:
+    """Make the prediction editable, fix two objects with napari's own tools, and shoot the result."""
+    (prediction,) = [lay for lay in predict.outputs if lay.metadata.get("napari_unet_source") == "nuclei"]
+    layer = predict.make_editable(prediction)
+    truth = np.asarray(viewer.layers["nuclei ground truth"].data)
+    wrong, missed = _wrong_and_missed(np.asarray(layer.data), truth)
+    rows, cols = np.nonzero(layer.data == wrong)
+    layer.fill((int(rows[0]), int(cols[0])), 0)  # napari's fill bucket with label 0
+    new_id = int(np.max(layer.data)) + 1
+    where = np.nonzero((truth == missed) & (np.asarray(layer.data) == 0))
+    layer.data_setitem(where, new_id)  # as painted with the brush, in one stroke
+    layer.selected_label = new_id
+    layer.contour = 1
+    layer.mode = "paint"
+    viewer.layers["nuclei ground truth"].visible = False
+    viewer.layers["nuclei strokes"].visible = False
+    _centre_on(viewer, (truth == missed) | (prediction.data == wrong), zoom=2.5)
+    predict._corrections.update_status()
+    _scroll_to(predict, predict._corrections.status)
+    _no_toasts(viewer)
+    shoot(viewer, out / "correct.png")
+
+
+def uncertainty(viewer: napari.Viewer, predict, out: Path) -> None:
+    """Show the uncertainty layer of the prediction, centred on the largest unsure region."""
+    predict._uncertainty.show.value = True
+    wait(0.5)
+    predict.next_unsure_region()
+    _scroll_to(predict, predict._uncertainty.next)
+    _no_toasts(viewer)
+    shoot(viewer, out / "uncertainty.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
+    parser.add_argument("--seconds", type=float, default=20.0, help="training time budget")
+    parser.add_argument("--model", type=Path, default=None, help="a model file to start from instead of training")
+    parser.add_argument("--save-model", type=Path, default=None, help="save the trained model here (for --model)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    viewer = napari.Viewer(show=True, title="napari-unet-trainer")
+    viewer.window.resize(1400, 900)
+    viewer.open_sample("napari-unet-trainer", "nuclei_strokes")
+    _, train = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Train")
+    if args.model is not None:
+        train.load_model(args.model)
+    else:
+        train.set_settings(time_limit=args.seconds)
+        train.start_training()
+        wait(args.seconds * 2 + 30, until=lambda: not train.running)
+        if args.save_model is not None:
+            train._files.save_annotations.value = False
+            train.save_model(args.save_model)
+    _, predict = viewer.window.add_plugin_dock_widget("napari-unet-trainer", "Predict", tabify=True)
+    predict._all.value = False
+    predict._images.value = [viewer.layers["nuclei"]]
+    predict._instances.value = True
+    predict.start_prediction()
+    wait(120, until=lambda: not predict.busy)
+    correct(viewer, predict, args.out)
+    if hasattr(predict, "_uncertainty"):
+        uncertainty(viewer, predict, args.out)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
