@@ -31,8 +31,9 @@ def _wrong_and_missed(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, i
 
 def _centre_on(viewer: napari.Viewer, mask: np.ndarray, zoom: float = 3.0) -> None:
     rows, cols = np.nonzero(mask)
-    viewer.camera.center = (float(rows.mean()), float(cols.mean()))
-    viewer.camera.zoom = zoom
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9: scene.camera
+    camera.center = (float(rows.mean()), float(cols.mean()))
+    camera.zoom = zoom
 
 
 def _no_toasts(viewer: napari.Viewer) -> None:
