@@ -4,7 +4,8 @@
 
 Trains on the bundled sample's scribbles, predicts the image, makes the prediction editable, removes a wrong
 object and paints a missed one as a person would (from the sample's ground truth), and shoots
-``correct.png``; then shows the uncertainty layer of the prediction and shoots ``uncertainty.png``.
+``correct.png``; then shows the uncertainty layer of the prediction (centred by 'Next unsure region') and
+shoots ``uncertainty.png``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,25 @@ def _wrong_and_missed(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, i
     return wrong, missed
 
 
-def _centre_on(viewer: napari.Viewer, mask: np.ndarray, zoom: float = 3.0) -> None:
+def _centre_on(viewer: napari.Viewer, mask: np.ndarray, zoom: float = 3.0, view=(830, 590)) -> None:
+    """Centre on ``mask`` at ``zoom``, kept inside the image (``view``: canvas height, width in pixels)."""
     rows, cols = np.nonzero(mask)
+    half = np.asarray(view, float) / zoom / 2
+    centre = np.clip([rows.mean(), cols.mean()], half, np.asarray(mask.shape) - half)
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9: scene.camera
-    camera.center = (float(rows.mean()), float(cols.mean()))
+    camera.center = tuple(float(x) for x in centre)
     camera.zoom = zoom
+
+
+def _show_dock(widget) -> None:
+    """Bring the tab of this dock to the front."""
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = widget.native.parent()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parent()
+    if parent is not None:
+        parent.raise_()
 
 
 def _no_toasts(viewer: napari.Viewer) -> None:
@@ -67,10 +82,12 @@ def correct(viewer: napari.Viewer, predict, out: Path) -> None:
     layer.selected_label = new_id
     layer.contour = 1
     layer.mode = "paint"
-    viewer.layers["nuclei ground truth"].visible = False
-    viewer.layers["nuclei strokes"].visible = False
+    for name in ("nuclei ground truth", "nuclei strokes", "nuclei uncertainty", "nuclei preview"):
+        if name in viewer.layers:
+            viewer.layers[name].visible = False
     _centre_on(viewer, (truth == missed) | (prediction.data == wrong), zoom=2.5)
     predict._corrections.update_status()
+    _show_dock(predict)
     _scroll_to(predict, predict._corrections.status)
     _no_toasts(viewer)
     shoot(viewer, out / "correct.png")
@@ -78,10 +95,15 @@ def correct(viewer: napari.Viewer, predict, out: Path) -> None:
 
 def uncertainty(viewer: napari.Viewer, predict, out: Path) -> None:
     """Show the uncertainty layer of the prediction, centred on the largest unsure region."""
-    predict._uncertainty.show.value = True
-    wait(0.5)
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("nuclei", "nuclei uncertainty", "nuclei corrections")
+    viewer.layers["nuclei corrections"].contour = 1
+    viewer.layers.selection.active = viewer.layers["nuclei uncertainty"]
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.zoom = 2.0
     predict.next_unsure_region()
-    _scroll_to(predict, predict._uncertainty.next)
+    _show_dock(predict)
+    _scroll_to(predict, predict._uncertainty.status)
     _no_toasts(viewer)
     shoot(viewer, out / "uncertainty.png")
 
@@ -112,11 +134,11 @@ def main() -> None:
     predict._all.value = False
     predict._images.value = [viewer.layers["nuclei"]]
     predict._instances.value = True
+    predict._uncertainty.compute.value = True
     predict.start_prediction()
     wait(120, until=lambda: not predict.busy)
     correct(viewer, predict, args.out)
-    if hasattr(predict, "_uncertainty"):
-        uncertainty(viewer, predict, args.out)
+    uncertainty(viewer, predict, args.out)
     viewer.close()
 
 
