@@ -73,8 +73,7 @@ def test_predict_correct_and_train_again_trains_only_what_was_reviewed(
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train")
     train.set_settings(**TINY)
-    train.set_pairs([(viewer.layers["nuclei"], layer)])
-    assert train.pairs() == [(viewer.layers["nuclei"], layer)]  # offered and paired with its image
+    assert train.pairs() == [(viewer.layers["nuclei"], layer)]  # paired with its image by itself
     train.start_training()
     wait_until(qtbot, lambda: not train.running, timeout=120)
     assert not messages["error"], messages
