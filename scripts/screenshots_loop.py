@@ -18,16 +18,46 @@ import numpy as np
 from screenshots import shoot, wait
 
 
-def _wrong_and_missed(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
-    """The predicted object that overlaps the truth least (a wrong one), and the largest true object the
-    prediction misses most."""
-    ids, counts = np.unique(prediction[prediction > 0], return_counts=True)
-    overlap = [np.mean(truth[prediction == i] > 0) for i in ids]
-    wrong = int(ids[int(np.argmin(np.asarray(overlap) - 1e-6 * counts))])
-    true_ids = np.unique(truth[truth > 0])
-    missed_share = [np.mean(prediction[truth == t] == 0) * np.sum(truth == t) for t in true_ids]
-    missed = int(true_ids[int(np.argmax(missed_share))])
-    return wrong, missed
+def _errors(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, int, int | None]:
+    """What a person would fix in one view: a true object the prediction misses most (the largest of those
+    missed wholly), the smallest predicted speck near it, and a predicted object near it that covers two or more
+    true objects (None if there is none)."""
+    from scipy import ndimage
+
+    true_ids, sizes = np.unique(truth[truth > 0], return_counts=True)
+    missed_share = np.asarray([np.mean(prediction[truth == t] == 0) for t in true_ids])
+    missed = int(true_ids[np.lexsort((-sizes, -np.round(missed_share, 1)))[0]])
+    ids, areas = np.unique(prediction[prediction > 0], return_counts=True)
+    centres = np.asarray(ndimage.center_of_mass(prediction > 0, prediction, ids))
+    distance = np.linalg.norm(centres - np.asarray(ndimage.center_of_mass(truth == missed)), axis=1)
+    near = distance < 150  # in the same view
+    speck = int(ids[near][np.argmin(areas[near])])
+
+    def covered(i: int) -> int:
+        inside = truth[prediction == i]
+        return sum(np.sum(inside == t) > 0.3 * np.sum(truth == t) for t in np.unique(inside[inside > 0]))
+
+    merged = [(areas[k], int(i)) for k, i in enumerate(ids) if near[k] and i != speck and covered(i) >= 2]
+    return missed, speck, max(merged)[1] if merged else None
+
+
+def _edit_boxes(viewer: napari.Viewer, edits: list[tuple[str, np.ndarray]]):
+    """For the picture only: a labelled box around each edited object."""
+
+    def box(mask):
+        r, c = np.nonzero(mask)
+        return [[r.min() - 5, c.min() - 5], [r.max() + 5, c.max() + 5]]
+
+    return viewer.add_shapes(
+        [box(mask) for _, mask in edits],
+        shape_type="rectangle",
+        edge_color="white",
+        edge_width=1.5,
+        face_color="transparent",
+        name="edits (for the picture)",
+        features={"what": [what for what, _ in edits]},
+        text={"string": "{what}", "anchor": "upper_left", "color": "white", "size": 8, "translation": [-6, 0]},
+    )
 
 
 def _centre_on(viewer: napari.Viewer, mask: np.ndarray, zoom: float = 3.0, view=(830, 590)) -> None:
@@ -69,35 +99,51 @@ def _scroll_to(dock_widget, widget) -> None:
 
 
 def correct(viewer: napari.Viewer, predict, out: Path) -> None:
-    """Make the prediction editable, fix two objects with napari's own tools, and shoot the result."""
+    """Make the prediction editable, fix three objects as a person would (napari's fill with 0, a painted
+    object, the dock's Split), and shoot the result."""
     (prediction,) = [lay for lay in predict.outputs if lay.metadata.get("napari_unet_source") == "nuclei"]
     layer = predict.make_editable(prediction)
     truth = np.asarray(viewer.layers["nuclei ground truth"].data)
-    wrong, missed = _wrong_and_missed(np.asarray(layer.data), truth)
-    rows, cols = np.nonzero(layer.data == wrong)
-    layer.fill((int(rows[0]), int(cols[0])), 0)  # napari's fill bucket with label 0
+    missed, speck, merged = _errors(np.asarray(layer.data), truth)
+    removed = np.asarray(layer.data) == speck
+    r, c = np.argwhere(removed)[0]
+    layer.fill((int(r), int(c)), 0)  # napari's fill bucket with label 0
+    edits = [("removed (fill 0)", removed)]
+    if merged is not None:
+        before = np.asarray(layer.data) == merged
+        predict._corrections.split_object(merged, layer)
+        edits.append(("split (one click)", before))
     new_id = int(np.max(layer.data)) + 1
     where = np.nonzero((truth == missed) & (np.asarray(layer.data) == 0))
     layer.data_setitem(where, new_id)  # as painted with the brush, in one stroke
+    painted = np.asarray(layer.data) == new_id
+    edits.append(("painted", painted))
+    print(f"removed {speck}, split {merged}, painted true object {missed} as {new_id}")
     layer.selected_label = new_id
     layer.contour = 1
+    boxes = _edit_boxes(viewer, edits)
+    viewer.layers.selection.active = layer
     layer.mode = "paint"
     for name in ("nuclei ground truth", "nuclei strokes", "nuclei uncertainty", "nuclei preview"):
         if name in viewer.layers:
             viewer.layers[name].visible = False
-    _centre_on(viewer, (truth == missed) | (prediction.data == wrong), zoom=2.5)
+    union = np.any([mask for _, mask in edits], axis=0)
+    rows, cols = np.nonzero(union)
+    zoom = min(3.0, 560 / (np.ptp(cols) + 80), 800 / (np.ptp(rows) + 80))  # every edit in view
+    _centre_on(viewer, union, zoom=zoom)
     predict._corrections.update_status()
     _show_dock(predict)
     _scroll_to(predict, predict._corrections.status)
     _no_toasts(viewer)
     shoot(viewer, out / "correct.png")
+    viewer.layers.remove(boxes)
 
 
 def uncertainty(viewer: napari.Viewer, predict, out: Path) -> None:
     """Show the uncertainty layer of the prediction, centred on the largest unsure region."""
     for layer in viewer.layers:
         layer.visible = layer.name in ("nuclei", "nuclei uncertainty", "nuclei corrections")
-    viewer.layers["nuclei corrections"].contour = 1
+    viewer.layers["nuclei corrections"].contour, viewer.layers["nuclei corrections"].opacity = 1, 0.7
     viewer.layers.selection.active = viewer.layers["nuclei uncertainty"]
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.zoom = 2.0
