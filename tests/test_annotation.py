@@ -68,3 +68,21 @@ def test_plain_arrays_keep_the_run_mode(blobs):
 def test_bad_annotations_say_what_to_do(blobs, kwargs, match):
     with pytest.raises(InputError, match=match):
         Annotation(blobs[1], **kwargs)
+
+
+def test_continuing_a_one_class_model_on_instance_masks_says_so(tiny_model, blobs):
+    image, labels = blobs
+    with pytest.warns(UserWarning, match="train a new model"):
+        data = prepare_data(image, Annotation(labels, "dense"), TrainConfig(), tiny_model)
+    assert not data.boundaries
+
+
+def test_a_boundary_model_continued_with_scribbles_stays_one(blobs):
+    from napari_unet import train
+
+    image, labels = blobs
+    model = train(image, labels, mode="dense", filters=4, depth=2, patch_size=32, batch_size=2, epochs=1,
+                  steps_per_epoch=2, time_limit=None)  # fmt: skip
+    assert model.meta["instances"] == "boundary"
+    data = prepare_data(image, _scribbles(labels), TrainConfig(), model)
+    assert data.boundaries and data.n_classes == model.n_classes

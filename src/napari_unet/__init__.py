@@ -38,6 +38,9 @@ _EXPORTS = {
     "TrainConfig": "training",
     "Trainer": "training",
     "train": "training",
+    "predict_uncertainty": "uncertainty",
+    "uncertainty_map": "uncertainty",
+    "unsure_regions": "uncertainty",
 }
 
 __all__ = [
@@ -61,9 +64,12 @@ __all__ = [
     "predict",
     "predict_dask",
     "predict_proba",
+    "predict_uncertainty",
     "read_image",
     "save_model",
     "train",
+    "uncertainty_map",
+    "unsure_regions",
     "write_contours",
     "write_labels",
 ]
@@ -94,3 +100,4 @@ if TYPE_CHECKING:
     from .model import UNet, count_parameters
     from .prediction import iter_predict, predict, predict_proba
     from .training import Done, Epoch, Step, TrainConfig, Trainer, train
+    from .uncertainty import predict_uncertainty, uncertainty_map, unsure_regions

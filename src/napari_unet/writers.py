@@ -81,3 +81,34 @@ def write_prediction_zarr(model, image, path: Path, overwrite: bool, options: di
             client.compute(store).result()
         else:  # one block at a time: torch already uses every core inside a block
             dask.compute(store, scheduler="threads", num_workers=1)
+
+
+MAP_KINDS = ("uncertainty", "probabilities")
+
+
+def write_map(model, image, path: Path, overwrite: bool, kind: str, options: dict[str, Any]) -> None:
+    """A float32 TIFF beside the labels, streamed plane by plane: ``kind`` 'uncertainty' (one page per plane, in
+    [0, 1], 0 = sure; see uncertainty.py) or 'probabilities' ((K, H, W) per plane: the classes, background first;
+    K = 1, the foreground's, for a binary model)."""
+    import tifffile
+
+    from .io import atomic_path
+    from .prediction import output_shape
+    from .uncertainty import iter_uncertainty
+
+    axis = options.get("channel_axis", "auto")
+    shape = output_shape(model, image, axis)
+    if kind == "probabilities":
+        shape = (*shape[:-2], model.out_channels, *shape[-2:])
+    tiling = {k: options[k] for k in ("tile_size", "device", "precision") if k in options}
+    method = "tta" if kind == "uncertainty" else "entropy"  # the probabilities of one pass, as predict uses
+
+    def pages():
+        for _, probs, unsure in iter_uncertainty(model, image, axis, method, **tiling):
+            if kind == "uncertainty":
+                yield unsure.astype(np.float32, copy=False)
+            else:
+                yield from probs.astype(np.float32, copy=False)
+
+    with atomic_path(path, overwrite) as tmp:
+        tifffile.imwrite(tmp, pages(), shape=shape, dtype=np.float32, compression="zlib", photometric="minisblack")

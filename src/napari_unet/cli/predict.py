@@ -59,6 +59,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="dask.distributed scheduler (e.g. tcp://host:8786) to predict zarr inputs on a cluster; "
         "default: blockwise on this machine. Outputs must be on storage the workers share.",
     )
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write <image>_uncertainty.tif (float32, 0 = sure .. 1 = unsure): where to correct or paint next",
+    )
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write <image>_probabilities.tif (float32 per class; binary models: the foreground's)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_runtime_arguments(p)
     return p
@@ -106,10 +116,16 @@ def _check_outputs(args: argparse.Namespace, stems: list[str], suffixes: list[st
         outputs = [outdir / f"{stem}_labels{suffix}"] + (
             [outdir / f"{stem}_contours.{args.contours}"] if args.contours else []
         )
+        outputs += [outdir / f"{stem}_{kind}.tif" for kind in _maps(args)]
         for target in outputs:
             refuse_inputs(target, [*args.images, args.model], "The output")
         refuse_existing(outputs, args.overwrite)
     return outdir
+
+
+def _maps(args: argparse.Namespace) -> list[str]:
+    """The float maps asked for beside the labels: 'uncertainty', 'probabilities'."""
+    return [kind for kind in ("uncertainty", "probabilities") if getattr(args, kind, False)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import check_writable, read_image
     from ..prediction import output_shape
     from ..runtime import pick_device, pick_precision
-    from ..writers import labels_suffix, write_prediction, write_prediction_zarr
+    from ..writers import labels_suffix, write_map, write_prediction, write_prediction_zarr
 
     # every input is checked before anything is created: a mistake leaves no empty output folder behind
     options = _check_options(args)
@@ -154,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
                 contour_path = outdir / f"{stem}_contours.{args.contours}"
                 write_contours(label_contours(np.asarray(read_image(target))), contour_path)
             bar.write(f"{path} -> {target}", file=sys.stdout)
+            for kind in _maps(args):
+                write_map(model, image, outdir / f"{stem}_{kind}.tif", args.overwrite, kind, options)
+                bar.write(f"{path} -> {outdir / f'{stem}_{kind}.tif'}", file=sys.stdout)
     finally:
         bar.close()
     return 0

@@ -118,7 +118,40 @@ def begin(trainer):
     if trainer.steps == 0 and history(trainer.model):
         trainer.continuation = Continuation(trainer.model)
         trainer.continuation.start(trainer)
+        if trainer.use_pseudo and trainer.config.pseudo_labels == "auto" and trainer.labeler is None:
+            own_pseudo_labels(trainer)
     return sampler_for(trainer)
+
+
+@dataclass
+class OwnLabels:
+    """The pseudo-labels of a continued model (what ``Trainer.labeler`` holds otherwise: the forest's)."""
+
+    dense: list[np.ndarray]  # per sample: -1 none, else the class
+    tiles_done: int = 0
+    tiles_total: int = 0
+
+
+def own_pseudo_labels(trainer) -> None:
+    """Scribbles on a continued model: its own confident pixels, snapped to edges, are the pseudo-labels (the new
+    strokes override them where they lie), not a forest refit from the strokes alone. Continuing on the forest's
+    labels pulled a model that was better than the forest back towards it (benchmarks/correction_rounds.py)."""
+    import math
+    import time
+
+    from .selftrain import self_trained_samples
+
+    cfg = trainer.config
+    strokes = trainer.train_samples  # before any pseudo-label: the strokes less the held-out blocks
+    held = [(s.target >= 0) & (t.target < 0) for s, t in zip(trainer.data.samples, strokes, strict=True)]
+    budget = cfg.pseudo_time * cfg.time_limit if cfg.time_limit is not None else math.inf
+    merged = self_trained_samples(
+        trainer.continuation.previous, [np.zeros(s.target.shape, np.int16) for s in strokes], strokes, held, cfg,
+        trainer.device, trainer.precision, lambda: False, time.perf_counter() + budget,
+    )  # fmt: skip
+    dense = [np.where(m.target >= PSEUDO, m.target - PSEUDO, m.target).astype(np.int16) for m in merged]
+    trainer.labeler = OwnLabels(dense, len(dense), len(dense))
+    trainer.train_samples = merged
 
 
 def sampler_for(trainer):

@@ -222,6 +222,16 @@ def learn_boundaries(cfg: TrainConfig, mode: str, labels: list[np.ndarray], mode
     if cfg.instances is False or not possible:
         return False
     if model is not None:  # fine-tuning keeps what the model predicts
+        if not learns_boundaries(model) and any(is_instance_labels(lab) for lab in labels):
+            import warnings
+
+            warnings.warn(
+                "The model being continued predicts one foreground class, so these instance masks train its "
+                "foreground (objects are then split by a distance watershed); to learn object boundaries from "
+                "them, train a new model (without --from / model=).",
+                UserWarning,
+                stacklevel=4,
+            )
         return learns_boundaries(model)
     return any(is_instance_labels(lab) for lab in labels)
 
