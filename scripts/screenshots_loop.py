@@ -147,7 +147,10 @@ def uncertainty(viewer: napari.Viewer, predict, out: Path) -> None:
     viewer.layers.selection.active = viewer.layers["nuclei uncertainty"]
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.zoom = 2.0
-    predict.next_unsure_region()
+    for _ in range(40):  # the next region, as a user clicking on, until one away from the border fills the view
+        region = predict.next_unsure_region()
+        if region is None or min(*region.centroid[-2:], *(512 - np.asarray(region.centroid[-2:]))) > 150:
+            break
     _show_dock(predict)
     _scroll_to(predict, predict._uncertainty.status)
     _no_toasts(viewer)
