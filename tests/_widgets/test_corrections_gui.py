@@ -116,3 +116,12 @@ def test_mark_merge_and_split_from_the_dock(sample_viewer, predicted):
     panel.mark_plane_reviewed()
     assert partly < 1 and reviewed_of(layer).all()
     assert "100% reviewed" in panel.status.value
+
+
+def test_a_prediction_hides_the_live_preview_under_it(qtbot, sample_viewer, predicted):
+    preview = sample_viewer.add_labels(
+        np.zeros((512, 512), np.uint8), name="nuclei preview", metadata={roles.ROLE_KEY: roles.PREVIEW}
+    )
+    predicted.start_prediction()
+    wait_until(qtbot, lambda: not predicted.busy, timeout=60)
+    assert not preview.visible and all(lay.visible for lay in predicted.outputs)
