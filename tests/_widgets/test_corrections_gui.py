@@ -73,11 +73,14 @@ def test_predict_correct_and_train_again_trains_only_what_was_reviewed(
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train")
     train.set_settings(**TINY)
+    train._files.finetune.value = True  # Train again: continue the model that predicted
     assert train.pairs() == [(viewer.layers["nuclei"], layer)]  # paired with its image by itself
+    assert "a corrected prediction, trained as complete masks where reviewed" in train._annotations.hint.value
     train.start_training()
     wait_until(qtbot, lambda: not train.running, timeout=120)
     assert not messages["error"], messages
 
+    assert any("predicts one foreground class" in m for m in messages["warning"])  # stays 1-class: said
     (annotation,) = seen["labels"]
     assert isinstance(annotation, Annotation) and annotation.mode == "dense"
     reviewed = annotation.reviewed

@@ -102,9 +102,31 @@ def reviewed_of(layer, data: np.ndarray | None = None) -> np.ndarray:
     data = np.asarray(layer.data) if data is None else data
     original = layer.metadata.get(roles.ORIGINAL_KEY)
     marked = layer.metadata.get(roles.MARKED_KEY)
-    if original is None or np.shape(original) != data.shape:
-        return np.ones(data.shape, bool) if marked is None else np.asarray(marked, bool)
+    if marked is None or np.shape(marked) != data.shape:
+        marked = None
+    if original is None or np.shape(original) != data.shape:  # its starting point lost: only what was marked
+        return np.zeros(data.shape, bool) if marked is None else np.asarray(marked, bool)
     return reviewed_mask(original, data, marked)
+
+
+def one_class_note(model, labels: list, config) -> str | None:
+    """What the dock says when a one-class model is continued on instance masks (corrections of a prediction
+    usually are): it stays a one-class model, and how to get a boundary model instead."""
+    from ..labels import is_instance_labels
+    from ..meta import learns_boundaries
+
+    if model is None or learns_boundaries(model) or config.multiclass or config.instances is False:
+        return None
+    dense = [e.labels for e in labels if isinstance(e, Annotation) and e.mode == "dense"]
+    if config.mode == "dense":
+        dense += [e for e in labels if not isinstance(e, Annotation)]
+    if not any(is_instance_labels(np.asarray(lab)) for lab in dense):
+        return None
+    return (
+        "The model in memory predicts one foreground class, so these instance masks train its foreground (objects "
+        "are then split by a distance watershed). To learn object boundaries from them, untick 'Continue from the "
+        "model in memory' and train a new model."
+    )
 
 
 def current_plane(viewer, layer) -> tuple[int, ...]:

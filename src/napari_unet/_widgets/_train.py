@@ -21,7 +21,7 @@ from ..jobs.train_session import Inbox, train_rounds
 from ..labels import MASKS_SHORT, PAINT_FIRST, SCRIBBLES_SHORT
 from ..training.events import Done, Epoch, Notice, Preparing, Preview, Round, Step
 from . import _common as c
-from ._corrections import is_correction, reviewed_of, training_labels
+from ._corrections import is_correction, one_class_note, reviewed_of, training_labels
 from ._model_files import ModelFilesPanel
 from ._state import get_store
 from ._train_annotations import AnnotationsPanel
@@ -188,6 +188,9 @@ class TrainWidget(Container):
             on_finish=self._on_finish,
         )
         self._timer.start()
+        note = one_class_note(model, labels, config)
+        if note:
+            self._report("warning", note)
 
     def _begin_run(self, pairs: list[tuple], config: TrainConfig) -> None:
         """The dock as a run starts: the inbox, the preview layer, the strokes followed, the panels locked."""

@@ -152,17 +152,26 @@ class AnnotationsPanel(Container):
         if not c.is_alive(self.native):
             return
         chosen = [lab for _, lab in self._pairs.pairs()]
-        if chosen:
-            text = annotation_hint(self.mode.value, [np.asarray(lab.data) for lab in chosen], self._guess_reason)
+        plain = [lab for lab in chosen if roles.role(lab) != roles.CORRECTIONS]
+        if plain:
+            text = annotation_hint(self.mode.value, [np.asarray(lab.data) for lab in plain], self._guess_reason)
         else:
-            text = "Tick an image and choose its annotation layer, or add one:"
+            text = "" if chosen else "Tick an image and choose its annotation layer, or add one:"
+        corrected = [lab.name for lab in chosen if roles.role(lab) == roles.CORRECTIONS]
+        if corrected:
+            text += (
+                f" {', '.join(corrected)}: a corrected prediction, trained as complete masks where reviewed (the "
+                "objects edited, the planes marked reviewed in the Predict dock), whatever 'Labels are' says."
+            )
         self.hint.value = "<small>" + html.escape(text) + "</small>"
 
     def update_legend(self, *_) -> None:
         self.update_hint()
         layer = self._pairs.annotation_layer()
         mode = self.mode.value
-        if mode is None:
+        if layer is not None and roles.role(layer) == roles.CORRECTIONS:
+            items = ["0 = background, each other value = one object (where reviewed)"]
+        elif mode is None:
             items = ["choose what the labels are above"]
         else:
             items = [
