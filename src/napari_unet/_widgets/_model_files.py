@@ -86,6 +86,11 @@ class ModelFilesPanel(Container):
         self._store.set(model, describe_model(model, origin))
         self.finetune.value = True
 
+    @property
+    def offering(self) -> bool:
+        """True while a run's model that was not taken is offered ('Use the new one anyway')."""
+        return self._offered is not None
+
     def finish_run(self, done, previous, origin: str) -> str | None:
         """The run's model becomes the one in memory, unless the previous one is kept: the core's verdict for a
         continued model (``Done.kept_previous``: its weights are back in ``done.model``), or ``previous`` beats
@@ -99,6 +104,8 @@ class ModelFilesPanel(Container):
             self.hold(previous if previous is not None else done.model, "kept (the run did not improve it)")
             if trained is not None:
                 self._offer(trained, origin)
+            if done.previous_val_dice is None or done.trained_val_dice is None:
+                return f"Kept the previous model: the run trained {done.steps} steps, too few to judge."
             return kept_words(done)
         reason = keep_previous_reason(previous, done)
         if reason is None:

@@ -309,7 +309,9 @@ class TrainWidget(Container):
         origin = f"{'stopped' if done.stopped else 'trained'} here"
         kept = self._files.finish_run(done, self._previous, origin)
         self._previous = None
-        self._run.done(done, self._store.model, kept)
+        self._run.done(done, self._store.model, kept, self._files.offering)
+        if kept and self._live_preview.layer is not None:
+            self._live_preview.layer.visible = False  # it shows the run's model, not the one kept
         if done.skipped:
             self._report("warning", skipped_warning(done.skipped))
 

@@ -3,7 +3,6 @@ train session's events."""
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import math
 
@@ -87,10 +86,10 @@ class RunProgress:
         self.status.value = why
         self.bar.native.setFormat("stopping…")
 
-    def done(self, done: Done, model=None, kept: str | None = None) -> None:
+    def done(self, done: Done, model=None, kept: str | None = None, offered: bool = False) -> None:
         """The run's summary in the status line; the bar full, saying why the run ended. ``model`` is the model
-        in memory after the run (the trust warning counts every step it has had); ``kept`` says why the
-        previous model was kept."""
+        in memory after the run; ``kept`` says why the previous model was kept (``offered``: the new one is
+        offered with 'Use the new one anyway')."""
         from ..training import trust_warning
 
         dice = f", val Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
@@ -98,15 +97,14 @@ class RunProgress:
         why = done.end_words().removeprefix("done: ")
         self.status.value = f"Done: {done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice} ({why})."
         if kept:
-            self.status.value += (
-                f"<br><b>{html.escape(kept)}</b> 'Use the new one anyway' (under Model) takes the new one."
-            )
+            offer = " 'Use the new one anyway' (under Model) takes the new one." if offered else ""
+            self.status.value += f"<br><b>{html.escape(kept)}</b>{offer}"
             if not done.kept_previous:  # the session said so already (a Notice)
                 c.report_warning(kept)
         if done.val_dice is None and not self.plot.dice:
             self.plot.no_validation = True
             self.plot.set_no_validation_tip()
-        warning = trust_warning(_whole_life(done, model, kept is not None))
+        warning = _kept_warning(model) if kept else trust_warning(done)
         if warning:
             self.status.value += f"<br><b>{html.escape(warning)}</b>"
             c.report_warning(warning)
@@ -118,14 +116,18 @@ class RunProgress:
         self.bar.native.setFormat("failed")
 
 
-def _whole_life(done: Done, model, kept: bool) -> Done:
-    """``done`` about the model in memory after the run: the trust warning counts every step that model has had
-    (``meta.total_steps``), and a kept model is judged on its own held-out Dice."""
-    from ..meta import last_val_dice
+def _kept_warning(model) -> str | None:
+    """The trust warning about a model kept from before the run: the steps it has had, over all its runs."""
+    from ..meta import total_steps
+    from ..training.config import TRUSTED_STEPS
 
-    if model is None or not kept or model is done.model:
-        return done
-    return dataclasses.replace(done, model=model, steps=0, elapsed=0.0, val_dice=last_val_dice(model))
+    steps = total_steps(model) if model is not None else 0
+    if steps >= TRUSTED_STEPS:
+        return None
+    return (
+        f"Not to be trusted yet: the model in memory has had only {steps} training steps. Train longer (Train "
+        "again with a higher time limit, and let it run), close programs that use the CPU, or annotate more."
+    )
 
 
 def skipped_warning(skipped: int) -> str:
