@@ -13,6 +13,11 @@ pixels the prediction gets wrong (foreground vs ground truth):
 
     python benchmarks/uncertainty_auc.py            # both splits, 10 epochs of 20 steps
     python benchmarks/uncertainty_auc.py --quick    # one split, 3 epochs
+
+One run (both splits, 200 steps, bf16, one thread on a busy 2-core AMD EPYC, load average 5): train left / right
+
+    entropy 0.842 / 0.861, margin 0.842 / 0.861, tta 0.869 / 0.891, tta_std 0.886 / 0.904, forest 0.660 / 0.822,
+    tta_mix 0.872 / 0.894, tta_blur 0.936 / 0.933   -> uncertainty.py: tta smoothed by a 1 px Gaussian
 """
 
 from __future__ import annotations

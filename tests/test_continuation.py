@@ -147,3 +147,19 @@ def test_a_session_stopped_after_a_few_steps_keeps_the_model_it_started_from(tin
     assert done.stopped and done.steps == 3 and done.kept_previous
     assert any(isinstance(e, Notice) and "Kept the previous model" in e.message for e in events)
     assert all(np.array_equal(a, b) for a, b in zip(before, _weights(done.model), strict=True))
+
+
+def test_a_trained_model_continued_on_scribbles_labels_the_rest_itself(tiny_model, blobs):
+    from napari_unet.training.continuation import OwnLabels
+
+    image, labels = blobs
+    scribbles = np.zeros_like(labels)
+    scribbles[15, 10:20], scribbles[2, 5:70] = 2, 1
+    tiny_model.meta["training"]["history"].append({"steps": 100})  # trained enough to trust its own labels
+    trainer = Trainer(image, scribbles, model=tiny_model, mode="sparse", epochs=1, steps_per_epoch=2,
+                      patch_size=32, batch_size=2, time_limit=None)  # fmt: skip
+    done = list(trainer.run())[-1]
+    assert isinstance(trainer.labeler, OwnLabels) and done.steps == 2
+    dense = trainer.labeler.dense[0]
+    assert (dense[labels > 0] == 1).mean() > 0.8 and (dense[labels == 0] == 0).mean() > 0.8
+    assert dense[15, 10:20].tolist() == [1] * 10  # the strokes stay as painted

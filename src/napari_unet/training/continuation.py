@@ -6,7 +6,9 @@ held-out blocks (which include the new annotations) and its mistakes on the anno
 training patches then centre on those pixels ``TrainConfig.correction_weight`` times as often as on one
 class's pixels (a pixel seen more often weighs more in the loss). At the end the trained model is scored on
 the same blocks; when it is worse, or when the run was stopped after too few steps to judge, the starting
-weights come back (into the same model object, so a caller's reference is restored too).
+weights come back (into the same model object, so a caller's reference is restored too). With scribbles, a
+model that has had some training gives its own pseudo-labels (``own_pseudo_labels``): only the new strokes
+change them, where they lie.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..labels import PSEUDO
-from .config import TRUSTED_STEPS
+from .config import SELF_TRAIN_MIN_STEPS, TRUSTED_STEPS
 
 
 @dataclass(frozen=True)
@@ -112,13 +114,14 @@ def score(trainer, model) -> float | None:
 def begin(trainer):
     """At the start of ``trainer.run()``: a model that has been trained before is continued, so keep a copy of
     it, score it and find its mistakes (``trainer.continuation``); returns the patch sampler to train with."""
-    from ..meta import history
+    from ..meta import history, total_steps
 
     trainer.continuation = None
     if trainer.steps == 0 and history(trainer.model):
         trainer.continuation = Continuation(trainer.model)
         trainer.continuation.start(trainer)
-        if trainer.use_pseudo and trainer.config.pseudo_labels == "auto" and trainer.labeler is None:
+        trained = total_steps(trainer.model) >= SELF_TRAIN_MIN_STEPS  # a few steps' labels are worse than the forest's
+        if trainer.use_pseudo and trainer.config.pseudo_labels == "auto" and trainer.labeler is None and trained:
             own_pseudo_labels(trainer)
     return sampler_for(trainer)
 
@@ -133,8 +136,9 @@ class OwnLabels:
 
 
 def own_pseudo_labels(trainer) -> None:
-    """Scribbles on a continued model: its own confident pixels, snapped to edges, are the pseudo-labels (the new
-    strokes override them where they lie), not a forest refit from the strokes alone. Continuing on the forest's
+    """Scribbles on a continued model (of ``SELF_TRAIN_MIN_STEPS`` steps or more, as for self-training): its own
+    confident pixels, snapped to edges, are the pseudo-labels (the new strokes override them where they lie), not
+    a forest refit from the strokes alone. Continuing on the forest's
     labels pulled a model that was better than the forest back towards it (benchmarks/correction_rounds.py)."""
     import math
     import time
