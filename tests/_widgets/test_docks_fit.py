@@ -38,3 +38,22 @@ def test_metrics_table_grows_with_its_rows(make_napari_viewer):
     table = widget._table
     needed = sum(table.rowHeight(i) for i in range(4)) + table.horizontalHeader().sizeHint().height()
     assert table.minimumHeight() >= needed  # the mean row is not hidden under the buttons
+
+
+def test_object_scores_fit_the_default_metrics_dock_width(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    truth = np.zeros((32, 32), np.uint16)
+    truth[4:12, 4:12], truth[16:28, 16:28] = 1, 2
+    name = "Fluo_Hela_02_img_with_a_long_name"
+    viewer.add_labels(truth, name=f"{name} ground truth")
+    viewer.add_labels(np.roll(truth, 1, 0), name=f"{name} prediction", metadata={ROLE_KEY: PREDICTION})
+    widget = MetricsWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Metrics")
+    widget.update_table()
+    qtbot.wait(100)
+    table = widget._table
+    shown = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount()) if not table.isColumnHidden(j)]
+    assert {"Dice", "F1", "PQ", "objects"} <= set(shown)
+    widths = sum(table.columnWidth(j) for j in range(table.columnCount()) if not table.isColumnHidden(j))
+    assert widths <= table.viewport().width()  # was: 456 px of columns in 362 px
+    assert not table.horizontalScrollBar().isVisible()

@@ -14,7 +14,7 @@ from magicgui.widgets import Container, EmptyWidget, Label
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..errors import InputError
-from ..layer_roles import PREDICTION, PREVIEW, SCRIBBLES, SOURCE_KEY, role
+from ..layer_roles import CORRECTIONS, PREDICTION, PREVIEW, SCRIBBLES, SOURCE_KEY, role
 
 if TYPE_CHECKING:
     import napari
@@ -146,7 +146,7 @@ def best_annotation_layer(image, candidates: Iterable, selected: Iterable = ()):
     """The Labels layer most likely to hold the annotations of ``image``, or None.
 
     Only layers of the image's spatial shape count, never layers this plugin predicted. Among several,
-    prefer a selected one, then names that say "strokes" / "scribbles" / "annotations" over names that say
+    prefer a selected one, then a correction of a prediction, then names that say "strokes" / "scribbles" / "annotations" over names that say
     "ground truth", then names that share the image's name, then the most recently added.
     """
     shape = layer_spatial_shape(image)
@@ -160,7 +160,8 @@ def best_annotation_layer(image, candidates: Iterable, selected: Iterable = ()):
         name = lay.name
         return (
             id(lay) in selected,
-            role(lay) == SCRIBBLES or bool(_ANNOTATION_HINT.search(name)),
+            role(lay) == CORRECTIONS,  # made from a prediction of this image to train on: the newest intent
+            role(lay) in (SCRIBBLES, CORRECTIONS) or bool(_ANNOTATION_HINT.search(name)),
             not _TRUTH_HINT.search(name),
             _stem(name) == _stem(image.name),
             order,

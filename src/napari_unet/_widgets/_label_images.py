@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import layer_roles as roles
 from . import _common as c
 
 _cache: dict[int, tuple[int, bool]] = {}  # id(layer) -> (id(data), verdict): the check runs once per array
@@ -39,8 +40,10 @@ def label_images(viewer) -> list:
 
 
 def picture_images(viewer) -> list:
-    """The Image layers that are pictures of the sample (not masks opened as images)."""
-    return [lay for lay in c.image_layers(viewer) if not is_label_image(lay)]
+    """The Image layers that are pictures of the sample (not masks opened as images, nor the plugin's maps)."""
+    return [
+        lay for lay in c.image_layers(viewer) if roles.role(lay) not in roles.OUTPUT_ROLES and not is_label_image(lay)
+    ]
 
 
 def convert_to_labels(viewer, layer):

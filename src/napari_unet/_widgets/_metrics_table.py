@@ -10,13 +10,20 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 from ..metrics import PIXEL_SCORES
 
 SHOWN = (*PIXEL_SCORES, "objects", "object_f1", "pq")  # the table's score columns (the CSV has them all)
-HEADERS = ("image", "class", "Dice", "IoU", "precision", "recall", "objects", "F1", "PQ")
+HEADERS = ("image", "class", "Dice", "IoU", "prec.", "recall", "objects", "F1", "PQ")
 HEADER_TIPS = {
+    "Dice": "Pixel Dice of the foreground: 2 |P and T| / (|P| + |T|).",
+    "IoU": "Pixel IoU (Jaccard) of the foreground: |P and T| / |P or T|.",
+    "prec.": "Pixel precision: the fraction of predicted foreground pixels that are true foreground.",
+    "recall": "Pixel recall: the fraction of true foreground pixels that were predicted.",
     "objects": "Objects predicted / true. A binary (0/1) layer counts its connected pieces as objects.",
     "F1": "Object F1: objects matched one to one at IoU >= the threshold; 2 TP / (predicted + true).",
     "PQ": "Panoptic quality: sum of the matched objects' IoU / (TP + FP/2 + FN/2).",
 }
-MAX_NAME_WIDTH = 200  # pixels for the image name column; longer names are elided in the middle (tooltip: whole)
+#: shown at first, so the object scores fit the dock's default width without scrolling sideways; the others
+#: are a right click on the header away (and all are in the CSV)
+DEFAULT_HIDDEN = ("IoU", "prec.", "recall")
+HEADER_MENU_TIP = "Right-click the header to show or hide columns (IoU, precision, recall); the CSV has them all."
 MAX_TABLE_HEIGHT = 600  # beyond this many pixels of rows, the table scrolls inside
 CLASS_COLUMN = 1
 
@@ -43,14 +50,34 @@ class ScoresTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        # the image name: as wide as it needs up to a cap (set in fill), the scores beside it, a scroll bar beyond
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        # the image name takes the width the scores leave (elided in the middle, whole in its tooltip), so the
+        # scores fit the dock's default width without a sideways scroll bar
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.setWordWrap(False)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header.setMinimumSectionSize(40)
         self.setColumnHidden(CLASS_COLUMN, True)  # the class column shows with 'Per class' only
+        for name in DEFAULT_HIDDEN:
+            self.setColumnHidden(HEADERS.index(name), True)
+        header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        header.customContextMenuRequested.connect(self._header_menu)
+        header.setToolTip(HEADER_MENU_TIP)
         self.setMinimumHeight(120)
-        self.setToolTip("Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.")
+        self.setToolTip(
+            "Click a row to select its prediction layer. Scores compare foreground (> 0) pixels.\n" + HEADER_MENU_TIP
+        )
+
+    def _header_menu(self, pos) -> None:
+        """Tick the score columns to show (the image and class columns are not offered)."""
+        from qtpy.QtWidgets import QMenu
+
+        menu = QMenu(self)
+        for j, name in enumerate(HEADERS[2:], start=2):
+            action = menu.addAction(name)
+            action.setCheckable(True)
+            action.setChecked(not self.isColumnHidden(j))
+            action.toggled.connect(lambda on, j=j: self.setColumnHidden(j, not on))
+        menu.popup(self.horizontalHeader().mapToGlobal(pos))
 
     def fill(self, rows: list[dict], show_class: bool) -> None:
         """Show ``rows`` (mean rows in bold), with the class column when asked."""
@@ -64,16 +91,15 @@ class ScoresTable(QTableWidget):
             values += [cell(row, k) for k in SHOWN]
             for j, text in enumerate(values):
                 item = QTableWidgetItem(str(text))
-                if j == 0 and row.get("ground truth"):
-                    item.setToolTip(f"{row['image']} against {row['ground truth']}")
+                if j == 0:
+                    truth = row.get("ground truth")
+                    item.setToolTip(f"{row['image']} against {truth}" if truth else str(row["image"]))
                 if j >= 1:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if "layer" not in row:
                     item.setFont(bold)
                 self.setItem(i, j, item)
         self.blockSignals(False)
-        self.resizeColumnToContents(0)
-        self.setColumnWidth(0, min(self.columnWidth(0), MAX_NAME_WIDTH))
         self.fit_height()
 
     def fit_height(self) -> None:

@@ -42,6 +42,13 @@ class ModelFilesPanel(Container):
             tooltip="Write the model as a bioimage.io package (.zip) for Fiji/deepImageJ, ilastik, QuPath or BiaPy; "
             "its test image is cut from the first training image.",
         )
+        self.use_new = PushButton(
+            text="Use the new one anyway",
+            visible=False,
+            tooltip="Replace the model in memory by the model of the last run, although it scored worse or was "
+            "stopped early.",
+        )
+        self._offered: tuple | None = None  # (model, origin) of a run that was not taken
         self.save_annotations = CheckBox(
             value=True,
             text="Also save the annotation layers next to the model",
@@ -49,7 +56,8 @@ class ModelFilesPanel(Container):
         )
         buttons = Container(widgets=[self.load, self.save, self.export], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
-        self.extend([self.info, self.finetune, buttons, self.save_annotations])
+        self.extend([self.info, self.use_new, self.finetune, buttons, self.save_annotations])
+        self.use_new.changed.connect(self.use_offered)
         self.load.changed.connect(c.guarded(lambda: self.load_model(), message))
         self.save.changed.connect(c.guarded(lambda: self.save_model(), message))
         self.export.changed.connect(c.guarded(lambda: self.export_model(), message))
@@ -61,18 +69,67 @@ class ModelFilesPanel(Container):
             return
         s = self._store
         self.info.value = f"<small>In memory: {html.escape(s.description)}</small>"
-        self.save.enabled = self.export.enabled = s.model is not None
+        self.save.enabled = self.export.enabled = s.model is not None and not self._running()
         if s.model is None:
             self.finetune.value = False
         self.finetune.enabled = s.model is not None and not self._running()
 
     def set_running(self, running: bool) -> None:
+        """Nothing here can act while training runs: the model in memory changes only at its end."""
+        if running:
+            self.forget_offered()
         self.load.enabled = self.finetune.enabled = not running
+        self.save.enabled = self.export.enabled = not running and self._store.model is not None
 
     def hold(self, model, origin: str) -> None:
         """Make ``model`` the one in memory, and continue from it at the next Train."""
         self._store.set(model, describe_model(model, origin))
         self.finetune.value = True
+
+    @property
+    def offering(self) -> bool:
+        """True while a run's model that was not taken is offered ('Use the new one anyway')."""
+        return self._offered is not None
+
+    def finish_run(self, done, previous, origin: str) -> str | None:
+        """The run's model becomes the one in memory, unless the previous one is kept: the core's verdict for a
+        continued model (``Done.kept_previous``: its weights are back in ``done.model``), or ``previous`` beats
+        a new model (``keep_previous_reason``); a new model not taken is offered with 'Use the new one anyway'.
+        Returns the sentence saying what was kept, or None."""
+        from ..training.continuation import kept_words
+        from ._state import keep_previous_reason
+
+        if done.kept_previous:
+            trained = getattr(done, "trained_model", None)  # offered where the core hands it back
+            self.hold(previous if previous is not None else done.model, "kept (the run did not improve it)")
+            if trained is not None:
+                self._offer(trained, origin)
+            if done.previous_val_dice is None or done.trained_val_dice is None:
+                return f"Kept the previous model: the run trained {done.steps} steps, too few to judge."
+            return kept_words(done)
+        reason = keep_previous_reason(previous, done)
+        if reason is None:
+            self.hold(done.model, origin)
+            return None
+        self._offer(done.model, origin)
+        return f"Kept the previous model ({reason})."
+
+    def _offer(self, model, origin: str) -> None:
+        self._offered = (model, origin)
+        self.use_new.visible = True
+        self.finetune.value = True  # the next Train continues from the kept model
+
+    def use_offered(self, *_) -> None:
+        """'Use the new one anyway': the last run's model replaces the kept one."""
+        if self._offered is not None:
+            model, origin = self._offered
+            self.forget_offered()
+            self.hold(model, origin)
+            c.report_info("The model of the last run is now the one in memory.")
+
+    def forget_offered(self) -> None:
+        self._offered = None
+        self.use_new.visible = False
 
     def model_to_continue(self):
         """A copy of the model in memory to fine-tune, or None to train a new one."""
@@ -142,6 +199,7 @@ class ModelFilesPanel(Container):
             if path is None:
                 return None
         model = load_model(path)
+        self.forget_offered()
         self.hold(model, f"loaded from {Path(path).name}")
         return model
 

@@ -10,6 +10,11 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 LOSS_COLOR = QColor("#f0a04b")
 DICE_COLOR = QColor("#4bb3f0")
+NO_VALIDATION = "no val Dice: too few annotated pixels"
+NO_VALIDATION_TIP = (
+    "No validation curve: too few pixels are annotated to hold some out (or holding out would remove a class "
+    "from training). Paint more strokes or masks to see how well the model does on annotations it has not seen."
+)
 
 
 class CurvePlot(QWidget):
@@ -20,6 +25,7 @@ class CurvePlot(QWidget):
         self.loss: list[tuple[float, float]] = []
         self.dice: list[tuple[float, float]] = []
         self.rounds: list[float] = []  # steps where new strokes were taken in
+        self.no_validation = False  # an epoch ended without a held-out score: too little was annotated
         self.setMinimumHeight(120)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setFixedHeight(130)
@@ -32,6 +38,7 @@ class CurvePlot(QWidget):
         self.loss.clear()
         self.dice.clear()
         self.rounds.clear()
+        self.no_validation = False
         self.update()
 
     def add_loss(self, step: float, loss: float) -> None:
@@ -39,11 +46,19 @@ class CurvePlot(QWidget):
             self.loss.append((step, loss))
 
     def add_dice(self, step: float, dice: float | None) -> None:
+        """An epoch's held-out Dice; None means nothing could be held out (said on the plot, not an empty axis)."""
         if dice is not None and math.isfinite(dice):
             self.dice.append((step, dice))
+        elif dice is None and not self.dice:
+            self.no_validation = True
 
     def add_round(self, step: float) -> None:
         self.rounds.append(step)
+
+    def set_no_validation_tip(self) -> None:
+        """The tooltip says why there is no blue curve, once that is known."""
+        if self.no_validation and not self.dice and NO_VALIDATION_TIP not in self.toolTip():
+            self.setToolTip(self.toolTip() + "\n" + NO_VALIDATION_TIP)
 
     # ------------------------------------------------------------------------------------------ painting
 
@@ -66,7 +81,7 @@ class CurvePlot(QWidget):
         p.setPen(LOSS_COLOR)
         p.drawText(QPointF(left, top - 4), "loss")
         p.setPen(DICE_COLOR)
-        label = "val Dice"
+        label = NO_VALIDATION if self.no_validation and not self.dice else "val Dice"
         p.drawText(QPointF(area.right() - fm.horizontalAdvance(label), top - 4), label)
         if not self.loss:
             p.setPen(fg)

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import Container, ProgressBar, PushButton
 from qtpy.QtCore import QTimer
 
-from ..jobs.events import ImageDone, ImageStarted, PlaneDone
+from ..jobs.events import ImageDone, ImageStarted, PlaneDone, UncertaintyDone
 from ..jobs.predict import image_job, predict_job
 from . import _common as c
+from ._corrections import CorrectionsPanel, adopt_duplicate
 from ._polygons import PolygonsAdder, PolygonsExport
 from ._predict_panels import ImageChoice, ModelChoice, OutputOptions
 from ._prediction_layers import PredictionLayers, objects_text
 from ._state import get_store
+from ._uncertainty import UncertaintyPanel
 from ._worker import WorkerRunner
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ class PredictWidget(Container):
         self._progress.native.setTextVisible(True)
         self._progress.native.setFormat("idle")
         self._status = c.wrapping_label()
+        self._corrections = CorrectionsPanel(self._viewer, self._status)
+        self._uncertainty = UncertaintyPanel(self._viewer, self._status)
         self._lay_out()
         self._connect()
         c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
@@ -68,9 +72,14 @@ class PredictWidget(Container):
                 *self._model_choice.widgets(),
                 *self._image_choice.widgets(),
                 *self._options.widgets(),
+                self._uncertainty.compute,
                 buttons,
                 self._progress,
                 self._status,
+                *self._corrections.widgets(),
+                c.heading("Where to paint next"),
+                self._uncertainty.next,
+                self._uncertainty.status,
                 *self._export_panel.widgets(),
             ]
         )
@@ -88,7 +97,7 @@ class PredictWidget(Container):
         self._export.changed.connect(c.guarded(lambda: self.export_polygons()))
         self._store.changed.connect(self._update_model_info)
         layers = self._viewer.layers
-        layers.events.inserted.connect(self._reset_choices)
+        layers.events.inserted.connect(self._on_layer_inserted)
         layers.events.removed.connect(self._on_layer_removed)
         layers.events.reordered.connect(self._reset_choices)
         self.native.destroyed.connect(self._on_destroyed)
@@ -104,6 +113,19 @@ class PredictWidget(Container):
         if c.is_alive(self.native):
             self._images.reset_choices()
             self._export_from.reset_choices()
+            self._corrections.reset_choices()
+
+    def _on_layer_inserted(self, event) -> None:
+        adopt_duplicate(self._viewer, event.value)  # napari's Duplicate of a prediction: a correction layer
+        self._reset_choices()
+
+    def next_unsure_region(self):
+        """Centre the view on the largest unsure region not yet annotated (see 'Where to paint next')."""
+        return self._uncertainty.next_unsure_region()
+
+    def make_editable(self, prediction=None):
+        """An editable copy of a prediction (default: the one chosen under 'Correct a prediction')."""
+        return self._corrections.make_editable(prediction)
 
     def _on_layer_removed(self, event) -> None:
         if self._runner.running and self._run.involves(event.value):
@@ -138,8 +160,9 @@ class PredictWidget(Container):
             return
         model = self.model()
         images = self.chosen_images()
-        instances = bool(self._instances.value)
-        jobs = [image_job(model, im.name, c.layer_array(im), c.channel_axis(im), instances) for im in images]
+        instances, unsure = bool(self._instances.value), bool(self._uncertainty.compute.value)
+        jobs = [image_job(model, im.name, c.layer_array(im), c.channel_axis(im), instances, unsure) for im in images]
+        self._uncertainty.start_run()
         self._run.start(jobs, images, int(getattr(model, "n_classes", 1)))
         self._polygon_adder.reset()
         self._set_running(True)
@@ -201,6 +224,11 @@ class PredictWidget(Container):
             self._on_plane_done(event)
         elif isinstance(event, ImageDone):
             self._on_image_done(event)
+        elif isinstance(event, UncertaintyDone):
+            plane = f" plane {event.plane}/{event.n_planes}" if event.n_planes > 1 else ""
+            c.set_progress(self._progress, text=f"image {event.index + 1}/{len(self._run.jobs)} · uncertainty{plane}")
+            job = self._run.jobs[event.index]
+            self._uncertainty.plane_done(event.index, self._run.sources[event.index], job.unsure)
 
     def _on_image_started(self, event: ImageStarted) -> None:
         if self._run.labels[event.index] is None:
@@ -269,6 +297,7 @@ class PredictWidget(Container):
         self._reset_choices()
         if complete:
             self._export_from.value = complete[-1]
+            self._corrections.source.value = complete[-1]
 
     def _on_destroyed(self, *_) -> None:
         self._closing = True

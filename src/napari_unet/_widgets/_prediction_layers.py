@@ -12,6 +12,7 @@ from .. import layer_roles as roles
 from ..jobs.predict import ImageJob
 from . import _colors as colors
 from . import _common as c
+from ._corrections import tag_prediction
 from ._polygons import POLYGON_STYLE
 
 
@@ -63,6 +64,8 @@ class PredictionLayers:
             layer.colormap = colors.class_colormap(max(1, self._n_classes))
         layer.contour = 1 if contours else 0
         layer.editable = False  # the job writes planes into its array: no painting until the image is done
+        tag_prediction(layer)
+        self._hide_previews()
         self.labels[k] = layer
         self.outputs.append(layer)
         if polygons:
@@ -76,6 +79,12 @@ class PredictionLayers:
                 **POLYGON_STYLE,
             )
             self._viewer.layers.selection.active = layer
+
+    def _hide_previews(self) -> None:
+        """The Train dock's live preview under a prediction would blend with it: hidden (the user can show it)."""
+        for layer in self._viewer.layers:
+            if roles.role(layer) == roles.PREVIEW and layer.visible:
+                layer.visible = False
 
     def finish(self, k: int, n_objects: int | None):
         """Mark job ``k``'s layer complete (with its object count) and editable; return it, or None."""

@@ -59,3 +59,21 @@ def describe_model(model: UNet, origin: str) -> str:
     if dice is not None:
         parts.append(f"val Dice {dice:.2f}")
     return " · ".join(parts)
+
+
+def keep_previous_reason(previous: UNet | None, done) -> str | None:
+    """Why the model in memory before a run is better kept than the run's model (``done``: its ``Done``), or
+    None to take the new one. A run that trained nothing, or was stopped or ended with a worse held-out Dice
+    than the model it replaces, must not silently lose that model: the dock keeps it and offers the new one."""
+    from ..meta import last_val_dice, total_steps
+
+    if previous is None or done.model is previous:
+        return None
+    if done.steps == 0:
+        return "the run was stopped before any training step"
+    before, after = last_val_dice(previous), done.val_dice
+    if before is not None and after is not None:
+        return f"val Dice {before:.2f} > {after:.2f}" if after < before else None
+    if done.stopped and total_steps(done.model) < total_steps(previous):
+        return f"{total_steps(previous)} training steps > {total_steps(done.model)} of the stopped run"
+    return None

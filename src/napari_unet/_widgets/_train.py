@@ -21,6 +21,7 @@ from ..jobs.train_session import Inbox, train_rounds
 from ..labels import MASKS_SHORT, PAINT_FIRST, SCRIBBLES_SHORT
 from ..training.events import Done, Epoch, Notice, Preparing, Preview, Round, Step
 from . import _common as c
+from ._corrections import is_correction, one_class_note, reviewed_of, training_labels
 from ._model_files import ModelFilesPanel
 from ._state import get_store
 from ._train_annotations import AnnotationsPanel
@@ -52,6 +53,7 @@ class TrainWidget(Container):
         self._strokes_dirty = False
         self._closing = False
         self._pseudo = None  # pseudo-labelling work kept across Train clicks (a training.pseudo.PseudoCache)
+        self._previous = None  # the model in memory when the run started: never lost to a worse run
 
         self._message = c.wrapping_label()  # the last error or warning, whole, until the next run
         self._settings = SettingsPanel()
@@ -151,12 +153,7 @@ class TrainWidget(Container):
         """The core ``TrainConfig`` from the widgets (raises ``InputError`` for impossible values)."""
         from ..training import TrainConfig
 
-        mode = self._annotations.mode.value
-        if mode is None:
-            raise InputError(
-                f"Choose what the labels are in 'Labels are': scribbles ({SCRIBBLES_SHORT}) or complete masks "
-                f"({MASKS_SHORT})."
-            )
+        mode = _run_mode(self._annotations.mode.value, self.pairs())
         return TrainConfig(mode=mode, **self._settings.overrides())
 
     # ------------------------------------------------------------------------------------------ run control
@@ -191,10 +188,14 @@ class TrainWidget(Container):
             on_finish=self._on_finish,
         )
         self._timer.start()
+        note = one_class_note(model, labels, config)
+        if note:
+            self._report("warning", note)
 
     def _begin_run(self, pairs: list[tuple], config: TrainConfig) -> None:
         """The dock as a run starts: the inbox, the preview layer, the strokes followed, the panels locked."""
         self._run_pairs = pairs
+        self._previous = self._store.model
         settings = self._settings
         self._inbox = Inbox(preview=bool(settings.preview.value), preview_interval=float(settings.preview_every.value))
         self._live_preview.start_run()
@@ -244,7 +245,7 @@ class TrainWidget(Container):
         self._post_view()
         if self._strokes_dirty:
             self._strokes_dirty = False
-            self._inbox.post_labels([np.array(lab.data, copy=True) for _, lab in self._run_pairs])
+            self._inbox.post_labels([training_labels(lab) for _, lab in self._run_pairs])
 
     def _on_preview_toggled(self, *_) -> None:
         if self._inbox is not None:
@@ -305,8 +306,12 @@ class TrainWidget(Container):
             self._on_done(event)
 
     def _on_done(self, done: Done) -> None:
-        self._files.hold(done.model, f"{'stopped' if done.stopped else 'trained'} here")
-        self._run.done(done)
+        origin = f"{'stopped' if done.stopped else 'trained'} here"
+        kept = self._files.finish_run(done, self._previous, origin)
+        self._previous = None
+        self._run.done(done, self._store.model, kept, self._files.offering)
+        if kept and self._live_preview.layer is not None:
+            self._live_preview.layer.visible = False  # it shows the run's model, not the one kept
         if done.skipped:
             self._report("warning", skipped_warning(done.skipped))
 
@@ -336,6 +341,18 @@ class TrainWidget(Container):
         self._annotations.abandon()
 
 
+def _run_mode(mode: str | None, pairs: list[tuple]) -> str:
+    """The run's label mode ('Labels are'); corrections carry their own, so with only them it is 'dense'."""
+    if mode is None and pairs and all(is_correction(lab) for _, lab in pairs):
+        return "dense"
+    if mode is None:
+        raise InputError(
+            f"Choose what the labels are in 'Labels are': scribbles ({SCRIBBLES_SHORT}) or complete masks "
+            f"({MASKS_SHORT})."
+        )
+    return mode
+
+
 def _checked(pairs: list[tuple]) -> list[tuple]:
     """The pairs to train on; ``InputError`` when they cannot be trained on."""
     if not pairs:
@@ -349,19 +366,26 @@ def _checked(pairs: list[tuple]) -> list[tuple]:
                 f"'{labels.name}' has shape {tuple(labels.data.shape)} but '{image.name}' has "
                 f"{c.layer_spatial_shape(image)}: annotations must cover the image pixel for pixel."
             )
-        if not np.any(labels.data):
+        if is_correction(labels):
+            if not reviewed_of(labels).any():
+                raise InputError(
+                    f"Nothing in '{labels.name}' is reviewed yet: fix some objects, or click 'Mark plane reviewed' "
+                    "(Predict dock) for a plane that is right as it is. Unreviewed pixels do not train."
+                )
+        elif not np.any(labels.data):
             raise InputError(f"Nothing is annotated in '{labels.name}': {PAINT_FIRST} first.")
     return pairs
 
 
 def _session_inputs(pairs: list[tuple], config: TrainConfig) -> tuple[list, list[np.ndarray], list[bool], TrainConfig]:
-    """The session's images (not copied), copies of the annotations (it never sees the live layers), which
-    images are RGB, and the config with their channel axis."""
+    """The session's images (not copied), copies of the annotations (it never sees the live layers; a correction
+    layer as a dense ``Annotation`` of what was reviewed), which images are RGB, and the config with their
+    channel axis."""
     rgb = [bool(getattr(img, "rgb", False)) for img, _ in pairs]
     if any(rgb):
         if not all(rgb):
             raise InputError("Train on RGB images or on single-channel images, not both at once.")
         config = dataclasses.replace(config, channel_axis=-1)
     images = [c.layer_array(img) for img, _ in pairs]
-    labels = [np.array(lab.data, copy=True) for _, lab in pairs]
+    labels = [training_labels(lab) for _, lab in pairs]
     return images, labels, rgb, config

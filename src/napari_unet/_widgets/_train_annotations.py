@@ -73,7 +73,7 @@ class AnnotationsPanel(Container):
         self.mode.native.currentIndexChanged.connect(self.update_legend)  # also when set to "choose…"
 
     def set_running(self, running: bool) -> None:
-        self.new_layer.enabled = self.mode.enabled = not running
+        self.new_layer.enabled = self.mode.enabled = self.add_class_button.enabled = not running
 
     def abandon(self) -> None:
         """The dock is closing: drop a guess still running."""
@@ -85,9 +85,10 @@ class AnnotationsPanel(Container):
         """The chosen annotation layers changed: guess 'Labels are' again, follow their painting, explain."""
         chosen = [lab for _, lab in self._pairs.pairs()]
         guessed_for = tuple(id(lab) for lab in chosen)
-        if chosen and guessed_for != self._guessed_for:
+        plain = [lab for lab in chosen if roles.role(lab) != roles.CORRECTIONS]  # corrections: complete masks
+        if plain and guessed_for != self._guessed_for:
             # guess only when the chosen annotation layers change, so a user's explicit choice sticks
-            self._guess_mode(chosen, guessed_for)
+            self._guess_mode(plain, guessed_for)
         self._guessed_for = guessed_for
         for lab in self._hint_layers:
             with contextlib.suppress(Exception):
@@ -151,17 +152,26 @@ class AnnotationsPanel(Container):
         if not c.is_alive(self.native):
             return
         chosen = [lab for _, lab in self._pairs.pairs()]
-        if chosen:
-            text = annotation_hint(self.mode.value, [np.asarray(lab.data) for lab in chosen], self._guess_reason)
+        plain = [lab for lab in chosen if roles.role(lab) != roles.CORRECTIONS]
+        if plain:
+            text = annotation_hint(self.mode.value, [np.asarray(lab.data) for lab in plain], self._guess_reason)
         else:
-            text = "Tick an image and choose its annotation layer, or add one:"
+            text = "" if chosen else "Tick an image and choose its annotation layer, or add one:"
+        corrected = [lab.name for lab in chosen if roles.role(lab) == roles.CORRECTIONS]
+        if corrected:
+            text += (
+                f" {', '.join(corrected)}: a corrected prediction, trained as complete masks where reviewed (the "
+                "objects edited, the planes marked reviewed in the Predict dock), whatever 'Labels are' says."
+            )
         self.hint.value = "<small>" + html.escape(text) + "</small>"
 
     def update_legend(self, *_) -> None:
         self.update_hint()
         layer = self._pairs.annotation_layer()
         mode = self.mode.value
-        if mode is None:
+        if layer is not None and roles.role(layer) == roles.CORRECTIONS:
+            items = ["0 = background, each other value = one object (where reviewed)"]
+        elif mode is None:
             items = ["choose what the labels are above"]
         else:
             items = [

@@ -11,6 +11,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label
 
 from .. import layer_roles as roles
 from . import _common as c
+from ._corrections import adopt_duplicate
 from ._label_images import picture_images
 from ._pairing import PairingMemory
 
@@ -128,6 +129,7 @@ class PairsPanel(Container):
         layer = getattr(event, "value", None) if event is not None else None
         if layer is not None and getattr(event, "type", "") == "inserted":
             layer.events.name.connect(self._on_layer_renamed)
+            adopt_duplicate(self._viewer, layer)  # napari's Duplicate of a prediction: a correction layer
         if roles.role(layer) in roles.OUTPUT_ROLES:
             return  # previews, predictions and polygons are never training inputs: no need to rebuild the rows
         self.refresh()

@@ -50,6 +50,7 @@ class RunProgress:
         self.plot.add_loss(event.step, event.loss)
         if epoch:
             self.plot.add_dice(event.step, event.val_dice)
+            self.plot.set_no_validation_tip()
         if self._throttle.ready(force=epoch):
             self._show(event, note)
             self.plot.update()
@@ -85,15 +86,25 @@ class RunProgress:
         self.status.value = why
         self.bar.native.setFormat("stopping…")
 
-    def done(self, done: Done) -> None:
-        """The run's summary in the status line; the bar full, saying why the run ended."""
+    def done(self, done: Done, model=None, kept: str | None = None, offered: bool = False) -> None:
+        """The run's summary in the status line; the bar full, saying why the run ended. ``model`` is the model
+        in memory after the run; ``kept`` says why the previous model was kept (``offered``: the new one is
+        offered with 'Use the new one anyway')."""
         from ..training import trust_warning
 
         dice = f", val Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
         loss = f", loss {done.loss:.3f}" if done.loss is not None else ""
         why = done.end_words().removeprefix("done: ")
         self.status.value = f"Done: {done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice} ({why})."
-        warning = trust_warning(done)
+        if kept:
+            offer = " 'Use the new one anyway' (under Model) takes the new one." if offered else ""
+            self.status.value += f"<br><b>{html.escape(kept)}</b>{offer}"
+            if not done.kept_previous:  # the session said so already (a Notice)
+                c.report_warning(kept)
+        if done.val_dice is None and not self.plot.dice:
+            self.plot.no_validation = True
+            self.plot.set_no_validation_tip()
+        warning = _kept_warning(model) if kept else trust_warning(done)
         if warning:
             self.status.value += f"<br><b>{html.escape(warning)}</b>"
             c.report_warning(warning)
@@ -103,6 +114,20 @@ class RunProgress:
     def failed(self, error: BaseException) -> None:
         self.status.value = "Training failed: " + c.describe(error)
         self.bar.native.setFormat("failed")
+
+
+def _kept_warning(model) -> str | None:
+    """The trust warning about a model kept from before the run: the steps it has had, over all its runs."""
+    from ..meta import total_steps
+    from ..training.config import TRUSTED_STEPS
+
+    steps = total_steps(model) if model is not None else 0
+    if steps >= TRUSTED_STEPS:
+        return None
+    return (
+        f"Not to be trusted yet: the model in memory has had only {steps} training steps. Train longer (Train "
+        "again with a higher time limit, and let it run), close programs that use the CPU, or annotate more."
+    )
 
 
 def skipped_warning(skipped: int) -> str:

@@ -36,6 +36,15 @@ class ImageDone:
 
 
 @dataclass(frozen=True)
+class UncertaintyDone:
+    """A plane of image ``index``'s uncertainty map is written into its array (``ImageJob.unsure``)."""
+
+    index: int
+    plane: int  # planes done
+    n_planes: int
+
+
+@dataclass(frozen=True)
 class Scored:
     """The score rows of every (prediction, truth) pair, and the mean rows of the table.
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .events import ImageDone, ImageStarted, PlaneDone
+from .events import ImageDone, ImageStarted, PlaneDone, UncertaintyDone
 
 MAX_SHAPES = 3000  # more polygons than this make a napari Shapes layer sluggish: export them instead
 POLYGON_TOLERANCE = 0.7  # pixels: polygons simplified this much draw ~10x faster in napari
@@ -27,16 +27,21 @@ class ImageJob:
     channel_axis: int | None
     out: np.ndarray
     n_planes: int
+    unsure: np.ndarray | None = None  # the per-pixel uncertainty the job fills after the labels, when asked
 
 
-def image_job(model, name: str, image, channel_axis: int | None, instances: bool) -> ImageJob:
-    """The job of one image, with its (zeroed) output array; an early, clear error for a wrong channel count
-    (the core checks it again per plane)."""
+def image_job(
+    model, name: str, image, channel_axis: int | None, instances: bool, uncertainty: bool = False
+) -> ImageJob:
+    """The job of one image, with its (zeroed) output array (and uncertainty array when asked); an early, clear
+    error for a wrong channel count (the core checks it again per plane)."""
     from ..prediction import output_shape
 
     shape = output_shape(model, image, channel_axis)
     n_planes = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
     job = ImageJob(name, image, channel_axis, np.zeros(shape, np.int32 if instances else np.uint8), n_planes)
+    if uncertainty:
+        job.unsure = np.zeros(shape, np.float32)
     channels = image.shape[-1] if channel_axis == -1 else 1
     if channels != model.in_channels:
         raise InputError(
@@ -68,10 +73,12 @@ def predict_job(
     """Fill each job's ``out`` plane by plane (core ``iter_predict``), yielding progress; no Qt, no layers.
 
     ``out`` arrays are created on the GUI thread and shown by the new Labels layers; only this job writes
-    them, and the GUI refreshes the layers when it hears of a finished plane.
+    them, and the GUI refreshes the layers when it hears of a finished plane. A job with an ``unsure`` array
+    then gets its uncertainty map (``uncertainty.iter_uncertainty``), announced by ``UncertaintyDone``.
     """
     from ..metrics import count_objects
     from ..prediction import iter_predict
+    from ..uncertainty import iter_uncertainty
 
     for k, job in enumerate(jobs):
         yield ImageStarted(k)
@@ -86,3 +93,8 @@ def predict_job(
             job.out[idx] = labels
             yield PlaneDone(k, n, job.n_planes, tuple(int(i) for i in idx))
         yield ImageDone(k, display_polygons(job.out) if polygons else [], count_objects(job.out))
+        if job.unsure is not None:
+            maps = iter_uncertainty(model, job.image, channel_axis=job.channel_axis)
+            for n, (idx, _, unsure) in enumerate(maps, start=1):
+                job.unsure[idx] = unsure
+                yield UncertaintyDone(k, n, job.n_planes)

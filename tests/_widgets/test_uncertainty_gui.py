@@ -1,0 +1,48 @@
+"""Where to paint next: the uncertainty layer after Predict and 'Next unsure region'."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_unet import layer_roles as roles
+
+from .test_corrections_gui import predicted  # noqa: F401  (the fixture)
+
+
+def test_uncertainty_layer_and_next_unsure_region(qtbot, sample_viewer, predicted, messages):  # noqa: F811
+    from .conftest import wait_until
+
+    viewer, widget = sample_viewer, predicted
+    widget._uncertainty.compute.value = True
+    widget.start_prediction()
+    wait_until(qtbot, lambda: not widget.busy, timeout=120)
+    assert not messages["error"], messages
+    (layer,) = [lay for lay in viewer.layers if roles.role(lay) == roles.UNCERTAINTY]
+    assert layer.name == "nuclei uncertainty" and layer.colormap.name == "magma"
+    data = np.asarray(layer.data)
+    assert data.dtype == np.float32 and data.shape == (512, 512) and data.min() >= 0 and data.max() <= 1
+    assert data.max() > 0.5  # a 5-step model is unsure somewhere
+    assert layer not in [lay for _, lay in widget._image_choice._choices()]  # never offered as an image
+
+
+def test_next_unsure_region_skips_what_is_annotated(sample_viewer, predicted):  # noqa: F811
+    viewer, widget = sample_viewer, predicted
+    unsure = np.zeros((512, 512), np.float32)
+    unsure[100:140, 300:360] = 0.9  # the largest
+    unsure[400:420, 50:70] = 0.8
+    unsure[20:30, 20:30] = 0.7
+    layer = widget._uncertainty.add_layer(viewer.layers["nuclei"], unsure)
+    assert roles.role(layer) == roles.UNCERTAINTY
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    first = widget.next_unsure_region()
+    assert first.bbox == (100, 300, 140, 360)
+    assert np.allclose(camera.center[-2:], (119.5, 329.5), atol=1)
+    second = widget.next_unsure_region()
+    assert second.bbox == (400, 50, 420, 70)  # the next one, not the same again
+    assert "region 2 of 3" in widget._uncertainty.status.value
+    strokes = viewer.layers["nuclei strokes"]  # a region painted over is annotated: not offered any more
+    strokes.data[100:140, 300:360] = 1
+    corrections = widget.make_editable()  # a reviewed correction counts as annotated too
+    widget._corrections.mark_plane_reviewed(corrections)
+    assert widget.next_unsure_region() is None
+    assert "No unsure region left" in widget._uncertainty.status.value
