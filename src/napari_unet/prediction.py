@@ -23,6 +23,7 @@ from .runtime import pick_device, pick_precision
 from .stitching import StackIds
 from .tiling import DEFAULT_OVERLAP, MAX_BATCH_PIXELS, auto_tile, axis_tiles, check_tiling, ramp
 from .training.config import DEFAULT_STITCH_THRESHOLD, DEFAULT_THRESHOLD
+from .training.verdict import warn_if_poor
 
 
 @torch.inference_mode()
@@ -190,6 +191,7 @@ def iter_predict(
     least the threshold) in the previous Z plane, so it keeps one id through Z (see ``stitching.py``).
     """
     _check_model(model)
+    warn_if_poor(model, stacklevel=3)  # a model judged poor or useless when trained: said again here
     image = check_image(image)
     shape = tuple(image.shape)
     if not (isinstance(threshold, (int, float, np.number)) and 0 <= threshold <= 1):

@@ -112,6 +112,18 @@ def _check_outputs(args: argparse.Namespace, stems: list[str], suffixes: list[st
     return outdir
 
 
+def _say_if_poor(model) -> None:
+    """A model judged poor or useless when it was trained: said plainly, once (not as a Python warning)."""
+    import warnings
+
+    from ..training.verdict import PoorModelWarning, model_warning
+
+    text = model_warning(model)
+    if text is not None:
+        print(f"Warning: {text}", file=sys.stderr)
+        warnings.simplefilter("ignore", PoorModelWarning)
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict every image into the output folder (labels, and contours if asked), one progress bar of planes."""
     from tqdm import tqdm
@@ -126,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     # every input is checked before anything is created: a mistake leaves no empty output folder behind
     options = _check_options(args)
     model = load_model(args.model)
+    _say_if_poor(model)
     pick_precision(pick_device(args.device), args.precision)  # a CPU without bf16: one line, before any output
     stems = [Path(p).name.split(".")[0] for p in args.images]
     if len(set(stems)) != len(stems):

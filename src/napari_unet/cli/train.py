@@ -16,6 +16,8 @@ from ._args import add_mode_arguments, add_runtime_arguments, channel_axis
 from ._outputs import check_output_file, refuse_inputs
 from ._progress import run_training
 
+POOR_MODEL_EXIT = 3  # the model was saved, but its verdict is 'poor' or 'useless' (training/verdict.py)
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """The train command and its arguments; every default shown is ``TrainConfig``'s."""
@@ -163,6 +165,11 @@ def run(args: argparse.Namespace) -> int:
     how = "stopped" if done.stopped else "trained"
     why = ", then it stopped improving" if done.reason == PLATEAU else ""
     print(f"{how} {done.steps} steps in {done.elapsed:.0f} s{dice}{why}; model saved to {out}")
+    if done.threads and trainer.device.type == "cpu":
+        print(f"CPU threads: {done.threads}", file=sys.stderr)
+    if not done.usable:
+        print(f"Warning: a {done.verdict} model: {done.verdict_reason} (exit code {POOR_MODEL_EXIT})", file=sys.stderr)
+        return POOR_MODEL_EXIT
     warning = trust_warning(done)
     if warning:
         print(warning, file=sys.stderr)

@@ -227,6 +227,8 @@ class _Session:
         self.val_dice: float | None = None
         self.plateau = False
         self.reason = ""  # why the last round ended (Done.reason)
+        self.threads = ""  # the last round's thread choice (Done.threads)
+        self.verdict = ("", "")  # the last round's verdict and its reason (Done.verdict)
         self.current: list[np.ndarray] = list(labels)
         self.previous: list[np.ndarray] | None = None
 
@@ -246,14 +248,14 @@ class _Session:
         elapsed = time.perf_counter() - self.start
         yield Done(
             self.model, self.steps, self.epochs, elapsed, self.loss, self.val_dice, stopped, self.skipped,
-            self.plateau, self.previews.forest_dice, STOPPED if stopped else self.reason,
+            self.plateau, self.previews.forest_dice, STOPPED if stopped else self.reason, self.threads, *self.verdict,
         )  # fmt: skip
 
     def _overrides(self) -> dict:
         """The next round's budget: what is left of the session's, and where it is in the schedule."""
         cfg = self.config
         elapsed = time.perf_counter() - self.start
-        overrides: dict = {}
+        overrides: dict = {"leave_core": True}  # napari's own thread shares the CPU
         if cfg.time_limit is not None:
             overrides["time_limit"] = max(cfg.time_limit - elapsed, 0.05)
         if cfg.epochs is not None:
@@ -339,6 +341,8 @@ class _Session:
         self.skipped += done.skipped
         self.plateau = done.plateau
         self.reason = done.reason
+        self.threads = done.threads or self.threads
+        self.verdict = (done.verdict, done.verdict_reason)
         if done.forest_val_dice is not None:
             self.previews.forest_dice = done.forest_val_dice
         if done.val_dice is not None:

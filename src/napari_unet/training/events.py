@@ -69,6 +69,14 @@ class Done:
     # still have been cut short by the budget: ``reason`` says what ended the run)
     forest_val_dice: float | None = None  # the pseudo-labelling forest's held-out Dice (scribbles)
     reason: str = ""  # why the run ended: one of END_WORDS' keys ("" for a Done made by hand)
+    threads: str = ""  # how many CPU threads ran and why (``threads.ThreadsChoice.summary``)
+    verdict: str = ""  # 'ok', 'poor' or 'useless' (``verdict.py``; "" for a Done made by hand)
+    verdict_reason: str = ""  # a plain sentence when the verdict is not 'ok'
+
+    @property
+    def usable(self) -> bool:
+        """False when the run's verdict says the model is poor or useless."""
+        return self.verdict in ("", "ok")
 
     def end_words(self) -> str:
         """Why the run ended, in a few words for a progress bar or a status line."""

@@ -1,0 +1,213 @@
+"""How many CPU threads the network runs on: chosen by the speed measured now, not by the number of cores.
+
+On a busy machine PyTorch's default (one thread per core) oversubscribes the cores: with one busy neighbour
+process on 2 cores, 2 threads trained 0.45x as many steps as 1 thread. A ``ThreadChooser`` times the work a
+loop already does (training steps, prediction tiles): after a few warm-up units it runs each candidate count
+for a short trial, keeps the fastest, and runs the trials again when the rate drops markedly (or, while it
+runs fewer threads than the default, every ``recheck_seconds``: a neighbour that left frees the cores again).
+
+``torch.set_num_threads`` applies to the calling thread's OpenMP pool (and PyTorch's own count): the chooser
+restores the count it found when ``restore()`` is called at the end of a run. Everything that touches torch is
+injectable (``get_threads``, ``set_threads``), and the rates come from the durations the caller reports, so
+tests run on fake rates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+WARMUP_UNITS = 3  # units (steps, tiles) before the first trial: the first ones pay one-off costs
+TRIAL_UNITS = 3  # units timed per candidate (after one unit that settles the new thread count)
+TRIAL_SECONDS = 0.3  # ... and at least this long, so a trial is not one noisy step
+DROP_RATIO = 0.6  # the rate fell below this fraction of the chosen count's trial rate: trial again
+RECHECK_SECONDS = 20.0  # while fewer threads than the default run, trial again this often
+DROP_WINDOW = 5  # units averaged before a drop is believed
+
+# the last choice in this process, per kind of work ("train", "predict"): the forest's n_jobs follows it
+_LAST: dict[str, ThreadsChoice] = {}
+
+
+def default_threads() -> int:
+    """PyTorch's thread count for this thread (its default: one per core, or OMP_NUM_THREADS)."""
+    import torch
+
+    return max(1, int(torch.get_num_threads()))
+
+
+def _set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(int(n))
+
+
+def candidates(default: int, leave_core: bool = False) -> list[int]:
+    """The counts to try, the default first: half of it, one for small machines, and one core fewer where a GUI
+    thread shares the CPU (napari's own loop)."""
+    found = [default, max(1, default // 2)]
+    if default <= 4:
+        found.append(1)
+    if leave_core and default > 1:
+        found.append(default - 1)
+    return list(dict.fromkeys(found))
+
+
+@dataclass
+class ThreadsChoice:
+    """What ran: the count kept, the rates measured (units per second per count), and what units they were."""
+
+    threads: int
+    default: int
+    rates: dict[int, float] = field(default_factory=dict)
+    unit: str = "steps"
+    fixed: str = ""  # why no trial ran ("" when the count was measured)
+
+    def summary(self) -> str:
+        """e.g. '1 thread: 2.1 steps/s vs 0.9 with 2 (fewer threads ran faster: the CPU is busy)'."""
+        plural = "thread" if self.threads == 1 else "threads"
+        if self.fixed or self.threads not in self.rates:
+            return f"{self.threads} {plural} ({self.fixed or 'too short a run to measure'})"
+        others = ", ".join(
+            f"{_fmt(rate)} with {n}" for n, rate in sorted(self.rates.items(), reverse=True) if n != self.threads
+        )
+        why = ""
+        if self.threads < self.default:
+            why = " (fewer threads ran faster: the CPU is busy)"
+        elif others:
+            why = " (the fastest)"
+        versus = f" vs {others}" if others else ""
+        return f"{self.threads} {plural}: {_fmt(self.rates[self.threads])} {self.unit}/s{versus}{why}"
+
+
+def _fmt(rate: float) -> str:
+    return f"{rate:.3g}" if rate < 100 else f"{rate:,.0f}"
+
+
+class ThreadChooser:
+    """Chooses the thread count of one loop from the durations of its units (``observe``)."""
+
+    def __init__(
+        self,
+        kind: str = "train",
+        unit: str = "steps",
+        threads: int | None = None,
+        leave_core: bool = False,
+        get_threads: Callable[[], int] = default_threads,
+        set_threads: Callable[[int], None] = _set_torch_threads,
+        warmup: int = WARMUP_UNITS,
+        trial_units: int = TRIAL_UNITS,
+        trial_seconds: float = TRIAL_SECONDS,
+    ) -> None:
+        self.kind = kind
+        self._set = set_threads
+        self.original = get_threads()
+        self.warmup, self.trial_units, self.trial_seconds = warmup, trial_units, trial_seconds
+        self.choice = ThreadsChoice(self.original, self.original, unit=unit)
+        self.queue: list[int] = []  # candidates still to try in the current trial
+        self.trying: int | None = None
+        self._units = self._seconds = 0.0  # the current trial's work and time
+        self._count = 0  # units timed in the current trial
+        self._current = self.original  # the count in effect
+        self._settle = 0  # units to skip after a change of count
+        self._seen = 0
+        self._since_trial = 0.0
+        self._recent: list[float] = []  # recent rates at the chosen count
+        self._candidates = candidates(self.original, leave_core)
+        self._trial: dict[int, float] = {}  # rates of the trial under way
+        if threads is not None:
+            self.choice.threads, self.choice.fixed = int(threads), "asked for"
+            self._apply(int(threads))
+            self._settle = 0
+            _LAST[kind] = self.choice
+        elif len(self._candidates) == 1:
+            self.choice.fixed = "one core"
+
+    @property
+    def threads(self) -> int:
+        """The count in effect now (during a trial, the one tried)."""
+        return self._current
+
+    @property
+    def measuring(self) -> bool:
+        return self.trying is not None
+
+    def _apply(self, n: int) -> None:
+        if n != self._current:
+            self._set(n)
+            self._current = n
+            self._settle = 1
+
+    def _start_trial(self) -> None:
+        self._trial = {}
+        self.queue = list(self._candidates)
+        self._next_candidate()
+
+    def _next_candidate(self) -> None:
+        self.trying = self.queue.pop(0)
+        self._units = self._seconds = 0.0
+        self._count = 0
+        self._apply(self.trying)
+
+    def observe(self, seconds: float, units: float = 1.0) -> None:
+        """One unit of work (a step, a tile of ``units`` pixels) took ``seconds`` at the current count."""
+        if self.choice.fixed or seconds <= 0:
+            return
+        self._seen += 1
+        self._since_trial += seconds
+        if self._seen <= self.warmup:
+            return
+        if self._seen == self.warmup + 1:
+            self._start_trial()
+        if self._settle:
+            self._settle -= 1
+            return
+        if self.trying is not None:
+            self._trial_unit(seconds, units)
+        else:
+            self._watch(seconds, units)
+
+    def _trial_unit(self, seconds: float, units: float) -> None:
+        self._units += units
+        self._seconds += seconds
+        self._count += 1
+        if self._count < self.trial_units or self._seconds < self.trial_seconds:
+            return
+        self._trial[self.trying] = self._units / self._seconds
+        if self.queue:
+            self._next_candidate()
+            return
+        best = max(self._trial, key=lambda n: self._trial[n])  # ties: the earlier, the default
+        self.trying = None
+        self._recent = []
+        self._since_trial = 0.0
+        self._apply(best)
+        self.choice.threads, self.choice.rates = best, dict(self._trial)
+        _LAST[self.kind] = self.choice
+
+    def _watch(self, seconds: float, units: float) -> None:
+        """At the chosen count: trial again when the rate drops markedly, or now and then below the default."""
+        self._recent = [*self._recent[-(DROP_WINDOW - 1) :], units / seconds]
+        reference = self.choice.rates.get(self.choice.threads, 0.0)
+        dropped = len(self._recent) == DROP_WINDOW and sum(self._recent) / DROP_WINDOW < DROP_RATIO * reference
+        below_default = self.choice.threads < self.choice.default and self._since_trial >= RECHECK_SECONDS
+        if dropped or below_default:
+            self._start_trial()
+
+    def restore(self) -> ThreadsChoice:
+        """Give the thread count found at the start back (the count is per process thread); returns the choice."""
+        self._set(self.original)
+        self._current = self.original
+        return self.choice
+
+
+def last_choice(kind: str = "train") -> ThreadsChoice | None:
+    """The last choice made in this process for this kind of work, or None."""
+    return _LAST.get(kind)
+
+
+def preferred_jobs(kind: str = "train") -> int:
+    """Worker threads for other CPU work (the forest's ``n_jobs``, which runs before the network's first step):
+    the last count chosen or asked for in this process, else every core."""
+    choice = _LAST.get(kind)
+    return choice.threads if choice is not None else (os.cpu_count() or 1)
