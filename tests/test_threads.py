@@ -9,12 +9,15 @@ from napari_unet.threads import ThreadChooser, candidates
 
 
 class FakeMachine:
-    """Thread counts set by the chooser, and the seconds a unit takes at each count."""
+    """Thread counts set by the chooser, the seconds a unit takes at each count, and the clocks: wall time,
+    this process's CPU time, and the machine's (``others`` cores busy with other processes)."""
 
-    def __init__(self, seconds: dict[int, float], count: int = 2) -> None:
+    def __init__(self, seconds: dict[int, float], count: int = 2, others: float = 1.0) -> None:
         self.seconds = dict(seconds)
         self.count = count
+        self.others = others
         self.history: list[int] = []
+        self.wall = self.own = self.machine = 0.0
 
     def set(self, n: int) -> None:
         self.count = n
@@ -22,11 +25,17 @@ class FakeMachine:
 
     def run(self, chooser: ThreadChooser, units: int) -> None:
         for _ in range(units):
-            chooser.observe(self.seconds[self.count])
+            took = self.seconds[self.count]
+            self.wall += took
+            own = took * min(self.count, 2 - self.others)
+            self.own += own
+            self.machine += own + took * self.others
+            chooser.observe(took)
 
 
 def _chooser(machine: FakeMachine, **kw) -> ThreadChooser:
-    return ThreadChooser(get_threads=lambda: machine.count, set_threads=machine.set, **kw)
+    clocks = dict(clock=lambda: machine.wall, own_cpu=lambda: machine.own, machine_cpu=lambda: machine.machine)
+    return ThreadChooser(get_threads=lambda: machine.count, set_threads=machine.set, **{**clocks, **kw})
 
 
 def test_candidates_try_fewer_threads():
@@ -36,8 +45,33 @@ def test_candidates_try_fewer_threads():
     assert candidates(8, leave_core=True) == [8, 4, 7]
 
 
+def test_a_free_cpu_keeps_the_default_without_a_trial():
+    machine = FakeMachine({2: 0.1, 1: 0.18}, others=0.0)
+    chooser = _chooser(machine)
+    machine.run(chooser, 40)
+    assert machine.history == [] and chooser.threads == 2
+    assert chooser.others == 0.0
+    assert chooser.choice.summary() == "2 threads: 10 steps/s (the CPU was free)"
+
+
+def test_a_free_cpu_that_gets_busy_is_measured_again():
+    machine = FakeMachine({2: 0.1, 1: 0.18}, others=0.0)
+    chooser = _chooser(machine)
+    machine.run(chooser, 20)
+    machine.seconds, machine.others = {2: 0.45, 1: 0.2}, 1.0
+    machine.run(chooser, 40)
+    assert chooser.threads == 1 and "busy" in chooser.choice.summary()
+
+
+def test_where_the_machine_cpu_is_unknown_the_trial_runs():
+    machine = FakeMachine({2: 0.1, 1: 0.18}, others=0.0)
+    chooser = _chooser(machine, machine_cpu=lambda: None)
+    machine.run(chooser, 40)
+    assert 1 in machine.history and chooser.threads == 2
+
+
 def test_idle_machine_keeps_the_default():
-    machine = FakeMachine({2: 0.1, 1: 0.18})
+    machine = FakeMachine({2: 0.1, 1: 0.18})  # a neighbour is measured, but two threads still run faster
     chooser = _chooser(machine)
     machine.run(chooser, 40)
     assert chooser.threads == 2 and machine.count == 2
@@ -80,7 +114,9 @@ def test_fewer_threads_are_checked_again_when_the_neighbour_leaves():
 def test_warmup_units_are_not_measured():
     machine = FakeMachine({2: 0.1, 1: 0.18})
     chooser = _chooser(machine)
-    chooser.observe(30.0)  # a first step that pays one-off costs at the default count
+    machine.seconds[2] = 30.0  # a first step that pays one-off costs at the default count
+    machine.run(chooser, 1)
+    machine.seconds[2] = 0.1
     machine.run(chooser, threads.WARMUP_UNITS - 1)
     assert machine.history == []
     machine.run(chooser, 40)
@@ -117,3 +153,28 @@ def test_torch_threads_are_restored():
     assert torch.get_num_threads() == 1
     chooser.restore()
     assert torch.get_num_threads() == before
+
+
+def test_prediction_tells_the_chooser_every_batch_and_restores_threads(tiny_model, monkeypatch):
+    import numpy as np
+
+    from napari_unet import prediction
+
+    seen: list[float] = []
+    restored: list[bool] = []
+
+    class Recording(ThreadChooser):
+        def observe(self, seconds: float, units: float = 1.0) -> None:
+            seen.append(units)
+            super().observe(seconds, units)
+
+        def restore(self):
+            restored.append(True)
+            return super().restore()
+
+    monkeypatch.setattr(prediction, "ThreadChooser", Recording)
+    before = torch.get_num_threads()
+    image = np.random.default_rng(0).random((128, 128)).astype(np.float32)
+    prediction.predict(tiny_model, image, tile_size=64, overlap=16, batch_size=1, device="cpu")
+    assert len(seen) >= 4 and len(set(seen)) == 1 and 0 < seen[0] <= 64 * 64 / 1e6  # Mpx per batch of one tile
+    assert restored == [True] and torch.get_num_threads() == before

@@ -6,6 +6,11 @@ loop already does (training steps, prediction tiles): after a few warm-up units 
 for a short trial, keeps the fastest, and runs the trials again when the rate drops markedly (or, while it
 runs fewer threads than the default, every ``recheck_seconds``: a neighbour that left frees the cores again).
 
+A trial costs a little (a second or so at a slower count), so it runs only where the CPU is shared: over the
+warm-up units the CPU time of the whole machine (``/proc/stat``) less the process's own is what others used;
+where that is under ``FREE_OTHERS`` cores, nothing competes and the default count is kept until the rate
+drops. Where the machine's CPU time cannot be read (not Linux), the trial always runs.
+
 ``torch.set_num_threads`` applies to the calling thread's OpenMP pool (and PyTorch's own count): the chooser
 restores the count it found when ``restore()`` is called at the end of a run. Everything that touches torch is
 injectable (``get_threads``, ``set_threads``), and the rates come from the durations the caller reports, so
@@ -15,15 +20,18 @@ tests run on fake rates.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 WARMUP_UNITS = 3  # units (steps, tiles) before the first trial: the first ones pay one-off costs
+WARMUP_SECONDS = 0.3  # ... and this long after the first: long enough to see what other processes use
 TRIAL_UNITS = 3  # units timed per candidate (after one unit that settles the new thread count)
 TRIAL_SECONDS = 0.3  # ... and at least this long, so a trial is not one noisy step
 DROP_RATIO = 0.6  # the rate fell below this fraction of the chosen count's trial rate: trial again
 RECHECK_SECONDS = 20.0  # while fewer threads than the default run, trial again this often
 DROP_WINDOW = 5  # units averaged before a drop is believed
+FREE_OTHERS = 0.25  # other processes used fewer cores than this over the warm-up: the CPU is free, no trial
 
 # the last choice in this process, per kind of work ("train", "predict"): the forest's n_jobs follows it
 _LAST: dict[str, ThreadsChoice] = {}
@@ -40,6 +48,17 @@ def _set_torch_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(int(n))
+
+
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds every process of the machine has used since boot (Linux ``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def candidates(default: int, leave_core: bool = False) -> list[int]:
@@ -62,10 +81,13 @@ class ThreadsChoice:
     rates: dict[int, float] = field(default_factory=dict)
     unit: str = "steps"
     fixed: str = ""  # why no trial ran ("" when the count was measured)
+    free: bool = False  # the CPU was free (the process got a core per thread): the default kept, no trial
 
     def summary(self) -> str:
         """e.g. '1 thread: 2.1 steps/s vs 0.9 with 2 (fewer threads ran faster: the CPU is busy)'."""
         plural = "thread" if self.threads == 1 else "threads"
+        if self.free and self.threads in self.rates:
+            return f"{self.threads} {plural}: {_fmt(self.rates[self.threads])} {self.unit}/s (the CPU was free)"
         if self.fixed or self.threads not in self.rates:
             return f"{self.threads} {plural} ({self.fixed or 'too short a run to measure'})"
         others = ", ".join(
@@ -98,8 +120,16 @@ class ThreadChooser:
         warmup: int = WARMUP_UNITS,
         trial_units: int = TRIAL_UNITS,
         trial_seconds: float = TRIAL_SECONDS,
+        clock: Callable[[], float] = time.perf_counter,
+        own_cpu: Callable[[], float] = time.process_time,
+        machine_cpu: Callable[[], float | None] = machine_cpu_seconds,
     ) -> None:
         self.kind = kind
+        self._clocks = (clock, own_cpu, machine_cpu)
+        self._started: tuple | None = None  # the clocks at the end of the first unit
+        self._warm = False
+        self.others: float | None = None  # cores other processes used over the warm-up (None: unknown)
+        self._reference: float | None = None  # the rate a drop is measured against
         self._set = set_threads
         self.original = get_threads()
         self.warmup, self.trial_units, self.trial_seconds = warmup, trial_units, trial_seconds
@@ -155,10 +185,14 @@ class ThreadChooser:
             return
         self._seen += 1
         self._since_trial += seconds
-        if self._seen <= self.warmup:
+        if self._started is None:  # the first unit pays one-off costs: the warm-up is timed from its end
+            self._started = tuple(c() for c in self._clocks)
             return
-        if self._seen == self.warmup + 1:
-            self._start_trial()
+        if not self._warm:
+            if self._seen >= self.warmup and self._clocks[0]() - self._started[0] >= WARMUP_SECONDS:
+                self._warm = True
+                self._warmed(seconds, units)  # is the CPU shared? a trial, or the default kept
+            return
         if self._settle:
             self._settle -= 1
             return
@@ -166,6 +200,16 @@ class ThreadChooser:
             self._trial_unit(seconds, units)
         else:
             self._watch(seconds, units)
+
+    def _warmed(self, seconds: float, units: float) -> None:
+        (wall0, own0, machine0), (wall, own, machine) = self._started, tuple(c() for c in self._clocks)
+        if machine is not None and machine0 is not None and wall > wall0:
+            self.others = max(0.0, (machine - machine0) - (own - own0)) / (wall - wall0)
+        if self.others is not None and self.others < FREE_OTHERS:  # nothing competes: keep the default
+            self.choice.rates, self.choice.free = {self._current: units / seconds}, True
+            _LAST[self.kind] = self.choice
+        else:
+            self._start_trial()
 
     def _trial_unit(self, seconds: float, units: float) -> None:
         self._units += units
@@ -179,17 +223,22 @@ class ThreadChooser:
             return
         best = max(self._trial, key=lambda n: self._trial[n])  # ties: the earlier, the default
         self.trying = None
+        self._reference = self._trial[best]
         self._recent = []
         self._since_trial = 0.0
         self._apply(best)
-        self.choice.threads, self.choice.rates = best, dict(self._trial)
+        self.choice.threads, self.choice.rates, self.choice.free = best, dict(self._trial), False
         _LAST[self.kind] = self.choice
 
     def _watch(self, seconds: float, units: float) -> None:
         """At the chosen count: trial again when the rate drops markedly, or now and then below the default."""
         self._recent = [*self._recent[-(DROP_WINDOW - 1) :], units / seconds]
-        reference = self.choice.rates.get(self.choice.threads, 0.0)
-        dropped = len(self._recent) == DROP_WINDOW and sum(self._recent) / DROP_WINDOW < DROP_RATIO * reference
+        if len(self._recent) < DROP_WINDOW:
+            return
+        mean = sum(self._recent) / DROP_WINDOW
+        if self._reference is None:  # the CPU was free: the first window is the rate to hold
+            self._reference = mean
+        dropped = mean < DROP_RATIO * self._reference
         below_default = self.choice.threads < self.choice.default and self._since_trial >= RECHECK_SECONDS
         if dropped or below_default:
             self._start_trial()

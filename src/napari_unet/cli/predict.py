@@ -124,6 +124,16 @@ def _say_if_poor(model) -> None:
         warnings.simplefilter("ignore", PoorModelWarning)
 
 
+def _say_threads(args: argparse.Namespace) -> None:
+    """How many CPU threads the tiles ran on, and why (nothing where too few tiles ran to choose)."""
+    from ..runtime import pick_device
+    from ..threads import last_choice
+
+    choice = last_choice("predict")
+    if choice is not None and pick_device(args.device).type == "cpu":
+        print(f"CPU threads: {choice.summary()}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict every image into the output folder (labels, and contours if asked), one progress bar of planes."""
     from tqdm import tqdm
@@ -169,4 +179,5 @@ def run(args: argparse.Namespace) -> int:
             bar.write(f"{path} -> {target}", file=sys.stdout)
     finally:
         bar.close()
+    _say_threads(args)
     return 0
