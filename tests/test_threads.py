@@ -63,6 +63,13 @@ def test_a_free_cpu_that_gets_busy_is_measured_again():
     assert chooser.threads == 1 and "busy" in chooser.choice.summary()
 
 
+def test_in_the_viewer_the_trial_runs_even_on_a_free_cpu():
+    machine = FakeMachine({2: 0.3, 1: 0.2}, others=0.0)  # napari's thread and the previews compete from inside
+    chooser = _chooser(machine, leave_core=True)
+    machine.run(chooser, 40)
+    assert 1 in machine.history and chooser.threads == 1
+
+
 def test_where_the_machine_cpu_is_unknown_the_trial_runs():
     machine = FakeMachine({2: 0.1, 1: 0.18}, others=0.0)
     chooser = _chooser(machine, machine_cpu=lambda: None)

@@ -125,6 +125,7 @@ class ThreadChooser:
         machine_cpu: Callable[[], float | None] = machine_cpu_seconds,
     ) -> None:
         self.kind = kind
+        self.leave_core = leave_core
         self._clocks = (clock, own_cpu, machine_cpu)
         self._started: tuple | None = None  # the clocks at the end of the first unit
         self._warm = False
@@ -205,7 +206,9 @@ class ThreadChooser:
         (wall0, own0, machine0), (wall, own, machine) = self._started, tuple(c() for c in self._clocks)
         if machine is not None and machine0 is not None and wall > wall0:
             self.others = max(0.0, (machine - machine0) - (own - own0)) / (wall - wall0)
-        if self.others is not None and self.others < FREE_OTHERS:  # nothing competes: keep the default
+        # nothing else competes: keep the default (in the viewer, napari's own thread and the previews compete
+        # from inside the process, where the machine's CPU time cannot tell them apart: the trial runs)
+        if not self.leave_core and self.others is not None and self.others < FREE_OTHERS:
             self.choice.rates, self.choice.free = {self._current: units / seconds}, True
             _LAST[self.kind] = self.choice
         else:

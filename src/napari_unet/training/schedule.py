@@ -6,10 +6,10 @@
 - A plateau (no held-out improvement for ``patience`` epochs, after ``min_steps``) starts a short cosine
   annealing to the floor, after which the run ends. A number of epochs asked for is trained in full.
 - A plateau is only declared once the score has truly flattened: the slope of the held-out scores over the
-  recent half of the run (at least 2 ``patience`` + 1 epochs), times the time budget left, must promise less
-  than ``PLATEAU_GAIN`` (Dice). A score
-  still rising slowly (the demo's Dice went 0.85 -> 0.87 in 20 s, under the 0.005-per-5-epochs rule alone)
-  keeps the run going: a time limit given is used unless nothing more is to be gained from it.
+  recent half of the run (at least 2 ``patience`` + 1 epochs), plus its standard error, times the time budget
+  left, must promise less than ``PLATEAU_GAIN`` (Dice). A score still rising slowly (the demo's Dice went
+  0.85 -> 0.87 in 20 s, under the 0.005-per-5-epochs rule alone) keeps the run going: a time limit given is
+  used unless nothing more is to be gained from it.
 - A budget that affords fewer than ``SHORT_RUN_STEPS`` steps trains on half-size patches and batches.
 """
 
@@ -87,9 +87,10 @@ class Schedule:
         self.plateau = True
 
     def expected_gain(self, elapsed: float) -> float:
-        """The score the rest of the time budget would add at the recent rate: the least-squares slope of the
-        scores over the last half of the run (at least 2 ``patience`` + 1 epochs), times the seconds left. On a
-        flat, noisy score the slope is as often negative as positive, so a plateau still comes within epochs."""
+        """The score the rest of the time budget could add at the recent rate: the least-squares slope of the
+        scores over the last half of the run (at least 2 ``patience`` + 1 epochs) plus its standard error, times
+        the seconds left. On a flat, noisy score the error shrinks as epochs come and the slope is as often
+        negative as positive, so a plateau still comes within epochs."""
         cfg = self.config
         if cfg.time_limit is None:
             return 0.0
