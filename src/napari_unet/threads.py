@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 WARMUP_UNITS = 3  # units (steps, tiles) before the first trial: the first ones pay one-off costs
@@ -251,6 +252,16 @@ class ThreadChooser:
         self._set(self.original)
         self._current = self.original
         return self.choice
+
+
+@contextmanager
+def chosen_threads(kind: str = "train", **options) -> Iterator[ThreadChooser]:
+    """A ``ThreadChooser`` for a run, whose thread count is restored however the run ends."""
+    chooser = ThreadChooser(kind, **options)
+    try:
+        yield chooser
+    finally:
+        chooser.restore()
 
 
 def last_choice(kind: str = "train") -> ThreadsChoice | None:

@@ -21,10 +21,10 @@ import torch
 
 from .._version import __version__
 from ..labels import PSEUDO
-from ..meta import preview_meta, record_run, record_verdict, run_entry
+from ..meta import preview_meta, record_run, record_verdict, run_entry, verdict
 from ..model import UNet
 from ..runtime import autocast, pick_device, pick_precision, prepare_module
-from ..threads import ThreadChooser
+from ..threads import ThreadChooser, chosen_threads
 from . import selftrain
 from .augmentation import Augmentation
 from .config import MAX_BAD_STEPS, TrainConfig, make_config
@@ -34,7 +34,7 @@ from .losses import segmentation_loss, sparse_loss
 from .patches import PatchSampler
 from .schedule import Schedule, short_run_patch
 from .validation import blocks_dice, predict_blocks, split_validation
-from .verdict import OK, Verdict, judge, plane_classes
+from .verdict import judge_trainer
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
@@ -119,8 +119,6 @@ class Trainer:
         # set when the budget affords few steps (see _adapt_patch)
         self.small_patch: int | None = None
         self.small_batch: int | None = None
-        self.thread_chooser: ThreadChooser | None = None  # made when run() starts, in the thread that trains
-        self.verdict = Verdict(OK)  # judged when the run ends (verdict.py)
         # the budget is the user's wall time: preparing the data counts (run() adds it to its clock)
         self.prepare_seconds = time.perf_counter() - created
 
@@ -256,34 +254,27 @@ class Trainer:
     def run(self) -> Iterator[Event]:
         # the clock starts when the Trainer was created: preparing the data is part of the user's wait
         start = time.perf_counter() - self.prepare_seconds
-        cfg = self.config
-        chooser = self.thread_chooser = ThreadChooser("train", threads=cfg.threads, leave_core=cfg.leave_core)
-        try:
+        # threads chosen by the step rate (threads.py), in the thread that trains; restored however the run ends
+        with chosen_threads("train", threads=self.config.threads, leave_core=self.config.leave_core) as chooser:
             if self.use_pseudo:
                 yield from self.prepare(self._pseudo_deadline(start))
                 labeler = self.labeler
                 tiles = (labeler.tiles_done, labeler.tiles_total) if labeler else (0, 0)
                 yield Prepared(time.perf_counter() - start, *tiles, self.forest_val_dice)
-            reason = yield from self._steps(start)
+            reason = yield from self._steps(start, chooser)
             if self.steps % self.config.steps_per_epoch and self.val_blocks:
                 self.val_dice = self.validate()
-            # 'useless' (one class everywhere on an annotated plane), 'poor' (held-out Dice below the floor), 'ok'
-            classes = plane_classes(self.model, self.data.samples, self.device, self.precision, self.boundaries)
-            self.verdict = judge(self.val_dice, classes)
-        finally:
-            chooser.restore()  # torch's thread count is the caller's again, however the run ended
         model = self.finish(time.perf_counter() - start)
         yield Done(
             model, self.steps, self.epochs, time.perf_counter() - start, self.last_loss, self.val_dice, self._stop,
-            self.skipped_steps, self.plateau, self.forest_val_dice, reason, chooser.choice.summary(),
-            self.verdict.word, self.verdict.reason,
+            self.skipped_steps, self.plateau, self.forest_val_dice, reason, chooser.choice.summary(), *verdict(model),
         )  # fmt: skip
 
     def _pseudo_deadline(self, start: float) -> float:
         cfg = self.config
         return math.inf if cfg.time_limit is None else start + cfg.pseudo_time * cfg.time_limit
 
-    def _steps(self, start: float) -> Generator[Step | Epoch, None, str]:
+    def _steps(self, start: float, chooser: ThreadChooser) -> Generator[Step | Epoch, None, str]:
         """Steps until the budget, the epochs, the end of the annealing after a plateau, or ``stop()``; returns
         why they ended (``Done.reason``)."""
         cfg, schedule = self.config, self.schedule
@@ -310,9 +301,7 @@ class Trainer:
                 self.refresh_pseudo_labels(time.perf_counter() + left)
             step_start = time.perf_counter()
             loss = self.train_step(fraction)
-            took = time.perf_counter() - step_start
-            if self.thread_chooser is not None:
-                self.thread_chooser.observe(took)
+            chooser.observe(took := time.perf_counter() - step_start)  # the step rate chooses the threads
             step_seconds = took if not self.steps or step_seconds == 0 else 0.8 * step_seconds + 0.2 * took
             if self.steps == 2:  # the first step pays one-off costs (kernels, the optimizer's imports): not it
                 self._adapt_patch(time.perf_counter() - start, took)
@@ -368,7 +357,7 @@ class Trainer:
             boundaries=self.boundaries, object_size=self.object_size, config=dataclasses.asdict(self.config),
             run=run, version=__version__,
         )  # fmt: skip
-        record_verdict(model.meta, self.verdict.word, self.verdict.reason)
+        record_verdict(model.meta, *judge_trainer(self))  # 'ok', 'poor' or 'useless' (verdict.py)
         return model
 
     def snapshot(self) -> UNet:

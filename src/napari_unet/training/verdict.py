@@ -5,7 +5,7 @@ after saving, the model file records the verdict (``meta.VERDICT``), and predict
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,8 +40,7 @@ def warn_if_poor(model, stacklevel: int = 3) -> None:
         warnings.warn(text, PoorModelWarning, stacklevel=stacklevel)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     word: str  # OK, POOR or USELESS
     reason: str = ""  # a plain sentence for the non-ok ones
 
@@ -67,6 +66,13 @@ def judge(val_dice: float | None, classes: tuple[set[int], set[int]] | None, flo
             f"its Dice on held-out annotations is {val_dice:.2f}, below {floor:g}: train longer or annotate more.",
         )
     return Verdict(OK)
+
+
+def judge_trainer(trainer) -> Verdict:
+    """A finished ``Trainer``'s verdict: its held-out Dice, and the classes its model predicts on the most
+    annotated plane."""
+    t = trainer
+    return judge(t.val_dice, plane_classes(t.model, t.data.samples, t.device, t.precision, t.boundaries))
 
 
 def plane_classes(model, samples: list[Sample], device, precision: str, boundaries: bool) -> tuple[set, set] | None:
