@@ -185,3 +185,28 @@ def test_prediction_tells_the_chooser_every_batch_and_restores_threads(tiny_mode
     prediction.predict(tiny_model, image, tile_size=64, overlap=16, batch_size=1, device="cpu")
     assert len(seen) >= 4 and len(set(seen)) == 1 and 0 < seen[0] <= 64 * 64 / 1e6  # Mpx per batch of one tile
     assert restored == [True] and torch.get_num_threads() == before
+
+
+def test_training_runs_on_the_count_asked_for_says_it_and_restores(blobs, tiny):
+    from napari_unet.training import Done, Step, Trainer
+
+    before = torch.get_num_threads()
+    counts = []
+    trainer = Trainer(*blobs, mode="dense", **{**tiny, "threads": 1})
+    for event in trainer.run():
+        if isinstance(event, Step):
+            counts.append(torch.get_num_threads())
+    assert isinstance(event, Done) and set(counts) == {1}
+    assert event.threads == "1 thread (asked for)"
+    assert torch.get_num_threads() == before
+
+
+def test_a_stopped_training_restores_the_threads(blobs, tiny):
+    from napari_unet.training import Trainer
+
+    before = torch.get_num_threads()
+    run = Trainer(*blobs, mode="dense", **{**tiny, "threads": 1}).run()
+    next(event for event in run if type(event).__name__ == "Step")
+    assert torch.get_num_threads() == 1
+    run.close()  # the caller drops the run mid-way (an error, a closed window)
+    assert torch.get_num_threads() == before
