@@ -4,7 +4,7 @@ On a busy machine PyTorch's default (one thread per core) oversubscribes the cor
 process on 2 cores, 2 threads trained 0.45x as many steps as 1 thread. A ``ThreadChooser`` times the work a
 loop already does (training steps, prediction tiles): after a few warm-up units it runs each candidate count
 for a short trial, keeps the fastest, and runs the trials again when the rate drops markedly (or, while it
-runs fewer threads than the default, every ``recheck_seconds``: a neighbour that left frees the cores again).
+runs fewer threads than the default, every ``RECHECK_SECONDS``: a neighbour that left frees the cores again).
 
 A trial costs a little (a second or so at a slower count), so it runs only where the CPU is shared: over the
 warm-up units the CPU time of the whole machine (``/proc/stat``) less the process's own is what others used;
@@ -82,7 +82,7 @@ class ThreadsChoice:
     rates: dict[int, float] = field(default_factory=dict)
     unit: str = "steps"
     fixed: str = ""  # why no trial ran ("" when the count was measured)
-    free: bool = False  # the CPU was free (the process got a core per thread): the default kept, no trial
+    free: bool = False  # other processes used under FREE_OTHERS cores: the default was kept without a trial
 
     def summary(self) -> str:
         """e.g. '1 thread: 2.1 steps/s vs 0.9 with 2 (fewer threads ran faster: the CPU is busy)'."""
