@@ -35,7 +35,8 @@ class FakeMachine:
 
 def _chooser(machine: FakeMachine, **kw) -> ThreadChooser:
     clocks = dict(clock=lambda: machine.wall, own_cpu=lambda: machine.own, machine_cpu=lambda: machine.machine)
-    return ThreadChooser(get_threads=lambda: machine.count, set_threads=machine.set, **{**clocks, **kw})
+    options = {**clocks, "others_before": None, **kw}  # the real machine's load before the run plays no part
+    return ThreadChooser(get_threads=lambda: machine.count, set_threads=machine.set, **options)
 
 
 def test_candidates_try_fewer_threads():
@@ -68,6 +69,22 @@ def test_in_the_viewer_the_trial_runs_even_on_a_free_cpu():
     chooser = _chooser(machine, leave_core=True)
     machine.run(chooser, 40)
     assert 1 in machine.history and chooser.threads == 1
+
+
+def test_a_run_after_a_busy_spell_starts_with_fewer_threads():
+    machine = FakeMachine({2: 0.45, 1: 0.2})
+    chooser = _chooser(machine, others_before=1.0)
+    assert machine.history == [1] and chooser.threads == 1  # before the first (costly) step
+    assert "started with fewer" in chooser.choice.summary()
+    machine.run(chooser, 40)
+    assert 2 in machine.history and chooser.threads == 1  # then measured like any other run
+
+
+def test_a_run_started_with_fewer_threads_on_a_cpu_now_free_measures_both():
+    machine = FakeMachine({2: 0.1, 1: 0.18}, count=2, others=0.0)
+    chooser = _chooser(machine, others_before=1.0)
+    machine.run(chooser, 40)
+    assert chooser.threads == 2 and machine.count == 2
 
 
 def test_where_the_machine_cpu_is_unknown_the_trial_runs():

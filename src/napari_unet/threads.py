@@ -11,6 +11,10 @@ warm-up units the CPU time of the whole machine (``/proc/stat``) less the proces
 where that is under ``FREE_OTHERS`` cores, nothing competes and the default count is kept until the rate
 drops. Where the machine's CPU time cannot be read (not Linux), the trial always runs.
 
+A run also starts with fewer threads where other processes kept more than ``BUSY_OTHERS`` cores busy since the
+last run ended (or this module was imported): with two threads fighting a neighbour for one core, the first
+steps, which carry one-off costs, took seconds each (2 steps in 11 s beside another PyTorch process).
+
 ``torch.set_num_threads`` applies to the calling thread's OpenMP pool (and PyTorch's own count): the chooser
 restores the count it found when ``restore()`` is called at the end of a run. Everything that touches torch is
 injectable (``get_threads``, ``set_threads``), and the rates come from the durations the caller reports, so
@@ -33,6 +37,7 @@ DROP_RATIO = 0.6  # the rate fell below this fraction of the chosen count's tria
 RECHECK_SECONDS = 20.0  # while fewer threads than the default run, trial again this often
 DROP_WINDOW = 5  # units averaged before a drop is believed
 FREE_OTHERS = 0.25  # other processes used fewer cores than this over the warm-up: the CPU is free, no trial
+BUSY_OTHERS = 0.75  # other processes used more cores than this before the run: it starts with fewer threads
 
 # the last choice in this process, per kind of work ("train", "predict"): the forest's n_jobs follows it
 _LAST: dict[str, ThreadsChoice] = {}
@@ -62,6 +67,28 @@ def machine_cpu_seconds() -> float | None:
         return None
 
 
+def _clocks_now() -> tuple[float, float, float | None]:
+    return time.perf_counter(), time.process_time(), machine_cpu_seconds()
+
+
+def _others(before: tuple, after: tuple) -> float | None:
+    """Cores other processes kept busy between two readings of (wall, own CPU, machine CPU), or None."""
+    (wall0, own0, machine0), (wall, own, machine) = before, after
+    if machine is None or machine0 is None or wall <= wall0:
+        return None
+    return max(0.0, (machine - machine0) - (own - own0)) / (wall - wall0)
+
+
+# the clocks when the last run ended (or this module was imported): what others did since is a run's first guess
+_SINCE = _clocks_now()
+
+
+def others_since_last_run() -> float | None:
+    """Cores other processes kept busy since the last run ended (None: unknown, or too short a time to tell)."""
+    now = _clocks_now()
+    return _others(_SINCE, now) if now[0] - _SINCE[0] >= WARMUP_SECONDS else None
+
+
 def candidates(default: int, leave_core: bool = False) -> list[int]:
     """The counts to try, the default first: half of it, one for small machines, and one core fewer where a GUI
     thread shares the CPU (napari's own loop)."""
@@ -83,6 +110,7 @@ class ThreadsChoice:
     unit: str = "steps"
     fixed: str = ""  # why no trial ran ("" when the count was measured)
     free: bool = False  # other processes used under FREE_OTHERS cores: the default was kept without a trial
+    note: str = ""  # why the run started with fewer threads than the default, before any measurement
 
     def summary(self) -> str:
         """e.g. '1 thread: 2.1 steps/s vs 0.9 with 2 (fewer threads ran faster: the CPU is busy)'."""
@@ -90,7 +118,7 @@ class ThreadsChoice:
         if self.free and self.threads in self.rates:
             return f"{self.threads} {plural}: {_fmt(self.rates[self.threads])} {self.unit}/s (the CPU was free)"
         if self.fixed or self.threads not in self.rates:
-            return f"{self.threads} {plural} ({self.fixed or 'too short a run to measure'})"
+            return f"{self.threads} {plural} ({self.fixed or self.note or 'too short a run to measure'})"
         others = ", ".join(
             f"{_fmt(rate)} with {n}" for n, rate in sorted(self.rates.items(), reverse=True) if n != self.threads
         )
@@ -124,6 +152,7 @@ class ThreadChooser:
         clock: Callable[[], float] = time.perf_counter,
         own_cpu: Callable[[], float] = time.process_time,
         machine_cpu: Callable[[], float | None] = machine_cpu_seconds,
+        others_before: float | None | str = "auto",
     ) -> None:
         self.kind = kind
         self.leave_core = leave_core
@@ -154,6 +183,13 @@ class ThreadChooser:
             _LAST[kind] = self.choice
         elif len(self._candidates) == 1:
             self.choice.fixed = "one core"
+        else:  # others were busy before the run: start with fewer threads (the trial still compares them)
+            before = others_since_last_run() if others_before == "auto" else others_before
+            if before is not None and before >= BUSY_OTHERS:
+                self._apply(self._candidates[1])
+                self._settle = 0
+                self.choice.threads = self._candidates[1]
+                self.choice.note = f"started with fewer: other processes kept {before:.1f} cores busy"
 
     @property
     def threads(self) -> int:
@@ -204,12 +240,11 @@ class ThreadChooser:
             self._watch(seconds, units)
 
     def _warmed(self, seconds: float, units: float) -> None:
-        (wall0, own0, machine0), (wall, own, machine) = self._started, tuple(c() for c in self._clocks)
-        if machine is not None and machine0 is not None and wall > wall0:
-            self.others = max(0.0, (machine - machine0) - (own - own0)) / (wall - wall0)
+        self.others = _others(self._started, tuple(c() for c in self._clocks))
         # nothing else competes: keep the default (in the viewer, napari's own thread and the previews compete
         # from inside the process, where the machine's CPU time cannot tell them apart: the trial runs)
-        if not self.leave_core and self.others is not None and self.others < FREE_OTHERS:
+        free = self.others is not None and self.others < FREE_OTHERS and self._current == self.original
+        if free and not self.leave_core:
             self.choice.rates, self.choice.free = {self._current: units / seconds}, True
             _LAST[self.kind] = self.choice
         else:
@@ -249,8 +284,10 @@ class ThreadChooser:
 
     def restore(self) -> ThreadsChoice:
         """Give the thread count found at the start back (the count is per process thread); returns the choice."""
+        global _SINCE
         self._set(self.original)
         self._current = self.original
+        _SINCE = _clocks_now()
         return self.choice
 
 
