@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from napari_unet import threads
 from napari_unet.threads import ThreadChooser, candidates
+
+
+@pytest.fixture(autouse=True)
+def _no_earlier_choices(monkeypatch):
+    """Each test starts as a fresh process would: no count chosen before."""
+    monkeypatch.setattr(threads, "_LAST", {})
 
 
 class FakeMachine:
@@ -78,6 +85,16 @@ def test_a_run_after_a_busy_spell_starts_with_fewer_threads():
     assert "started with fewer" in chooser.choice.summary()
     machine.run(chooser, 40)
     assert 2 in machine.history and chooser.threads == 1  # then measured like any other run
+
+
+def test_a_round_right_after_a_busy_round_starts_where_it_ended():
+    machine = FakeMachine({2: 0.45, 1: 0.2})
+    first = _chooser(machine, kind="test-rounds")
+    machine.run(first, 30)
+    assert first.threads == 1
+    first.restore()
+    second = _chooser(machine, kind="test-rounds")  # no time to see what others did since: the last choice
+    assert second.threads == 1 and machine.count == 1
 
 
 def test_a_run_started_with_fewer_threads_on_a_cpu_now_free_measures_both():

@@ -185,11 +185,16 @@ class ThreadChooser:
             self.choice.fixed = "one core"
         else:  # others were busy before the run: start with fewer threads (the trial still compares them)
             before = others_since_last_run() if others_before == "auto" else others_before
+            last = _LAST.get(kind)
             if before is not None and before >= BUSY_OTHERS:
-                self._apply(self._candidates[1])
-                self._settle = 0
-                self.choice.threads = self._candidates[1]
-                self.choice.note = f"started with fewer: other processes kept {before:.1f} cores busy"
+                self._start_with(self._candidates[1], f"other processes kept {before:.1f} cores busy")
+            elif before is None and last is not None and last.rates and last.threads in self._candidates[1:]:
+                self._start_with(last.threads, "the count the last run chose")  # a round right after another
+
+    def _start_with(self, n: int, why: str) -> None:
+        self._apply(n)
+        self._settle = 0
+        self.choice.threads, self.choice.note = n, f"started with fewer: {why}"
 
     @property
     def threads(self) -> int:
