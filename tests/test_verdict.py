@@ -77,3 +77,18 @@ def test_the_cli_saves_then_exits_3_and_predict_repeats_it(blobs, tmp_path, caps
     rc = main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "img.tif"), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 0 and "judged useless" in err
+
+
+def test_the_one_class_check_looks_where_the_strokes_are():
+    import numpy as np
+
+    from napari_unet.training.patches import Sample
+    from napari_unet.training.verdict import plane_classes
+
+    target = np.full((1024, 1024), -1, np.int16)
+    target[900:910, 40:200] = 0  # strokes far from the centre: background and an object
+    target[950:960, 40:200] = 1
+    image = np.zeros((1, 1024, 1024), np.float32)
+    classes = plane_classes(_one_class_model(), [Sample(image, target)], torch.device("cpu"), "fp32", False)
+    assert classes == ({0, 1}, {1})
+    assert judge(None, classes).word == USELESS

@@ -76,20 +76,22 @@ def judge_trainer(trainer) -> Verdict:
 
 
 def plane_classes(model, samples: list[Sample], device, precision: str, boundaries: bool) -> tuple[set, set] | None:
-    """(annotated, predicted) classes on the central crop of the most annotated plane; None without annotation.
+    """(annotated, predicted) classes on a crop of the most annotated plane (at most ``CHECK_SIDE`` px a side,
+    centred on its annotation); None without annotation.
 
     A boundary model is compared on its foreground (interior and boundary are one object class here)."""
     import torch
 
     from ..runtime import autocast
 
-    if not samples:
+    if not samples or not any((s.target >= 0).any() for s in samples):
         return None
     sample = max(samples, key=lambda s: int(np.count_nonzero(s.target >= 0)))
     h, w = sample.target.shape
     multiple = 2 ** getattr(model, "depth", 4)
     ch, cw = (max(multiple, min(CHECK_SIDE, n) // multiple * multiple) for n in (h, w))
-    y, x = max(0, (h - ch) // 2), max(0, (w - cw) // 2)
+    cy, cx = (int(np.mean(v)) for v in np.nonzero(sample.target >= 0))  # around the annotation, e.g. strokes
+    y, x = int(np.clip(cy - ch // 2, 0, max(0, h - ch))), int(np.clip(cx - cw // 2, 0, max(0, w - cw)))
     image = sample.image[:, y : y + ch, x : x + cw]
     target = sample.target[y : y + ch, x : x + cw]
     if image.shape[1] < multiple or image.shape[2] < multiple:
