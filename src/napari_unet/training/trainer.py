@@ -254,7 +254,6 @@ class Trainer:
     def run(self) -> Iterator[Event]:
         # the clock starts when the Trainer was created: preparing the data is part of the user's wait
         start = time.perf_counter() - self.prepare_seconds
-        # threads chosen by the step rate (threads.py), in the thread that trains; restored however the run ends
         with chosen_threads("train", threads=self.config.threads, leave_core=self.config.leave_core) as chooser:
             if self.use_pseudo:
                 yield from self.prepare(self._pseudo_deadline(start))
