@@ -195,6 +195,7 @@ class ThreadChooser:
         self._apply(n)
         self._settle = 0
         self.choice.threads, self.choice.note = n, f"started with fewer: {why}"
+        _LAST[self.kind] = self.choice  # also what the forest's n_jobs follows
 
     @property
     def threads(self) -> int:
