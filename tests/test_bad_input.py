@@ -20,6 +20,7 @@ from hypothesis.extra import numpy as hnp
 
 from napari_unet import InputError, Trainer, iter_predict, load_model, predict, save_model, train
 from napari_unet.cli import main
+from napari_unet.cli.train import POOR_MODEL_EXIT
 from napari_unet.images import check_image
 from napari_unet.labels import integer_labels
 from napari_unet.normalization import normalize
@@ -506,7 +507,7 @@ def test_cli_unicode_and_spaces_in_paths(files, capsys):
                 *TINY_ARGS,
             ]
         )
-        == 0
+        in (0, POOR_MODEL_EXIT)  # a tiny model may be judged poor; it is saved either way
     )
     assert main(["predict", str(d / "módel.pt"), str(d / "imáge 1.tif"), "-o", str(d / "out é")]) == 0
     assert tifffile.imread(d / "out é" / "imáge 1_labels.tif").shape == (48, 48)

@@ -10,8 +10,10 @@ import tifffile
 
 from napari_unet import load_model
 from napari_unet.cli import main
+from napari_unet.cli.train import POOR_MODEL_EXIT
 
 TINY_ARGS = ["--filters", "4", "--depth", "2", "--patch-size", "32", "--batch-size", "2"]
+TRAINED = (0, POOR_MODEL_EXIT)  # a tiny model may be judged poor (exit code 3); it is saved either way
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def test_train_predict_evaluate(files, capsys):
             *TINY_ARGS,
         ]
     )
-    assert rc == 0 and load_model(model).meta["label_mode"] == "dense"
+    assert rc in TRAINED and load_model(model).meta["label_mode"] == "dense"
     assert "model saved to" in capsys.readouterr().out
 
     out = files / "out"

@@ -10,6 +10,7 @@ from skimage.draw import disk
 
 from napari_unet import save_model
 from napari_unet.cli import build_parser, main
+from napari_unet.cli.train import POOR_MODEL_EXIT
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_train_multiclass_means_dense_and_ambiguous_labels_ask(tmp_path, capsys)
     tifffile.imwrite(tmp_path / "lab.tif", labels)
     tiny = ["--filters", "4", "--depth", "2", "--patch-size", "32", "--batch-size", "2", "--epochs", "1"]
     base = ["train", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
-    assert main([*base, "-o", str(tmp_path / "m.pt"), "--multiclass", *tiny]) == 0
+    assert main([*base, "-o", str(tmp_path / "m.pt"), "--multiclass", *tiny]) in (0, POOR_MODEL_EXIT)
     assert capsys.readouterr().err.startswith("dense labels, 3 class(es)")
     thick = np.zeros((64, 64), np.uint8)
     thick[10:19, 10:37], thick[40:49, 20:47] = 1, 2

@@ -18,6 +18,7 @@ import torch
 
 from napari_unet import Done, InputError, Step, Trainer, load_model, predict, save_model, write_labels
 from napari_unet.cli import main
+from napari_unet.cli.train import POOR_MODEL_EXIT
 
 TINY = dict(filters=4, depth=2, patch_size=32, batch_size=2, steps_per_epoch=3, time_limit=None, augment=False)
 
@@ -191,7 +192,7 @@ def test_ctrl_c_stops_after_the_step_and_saves_a_loadable_model(train_files):
     proc, err, reader = _start_training(train_files)
     proc.send_signal(signal.SIGINT)
     rc, out, err = _finish(proc, reader, err)
-    assert rc == 0, err
+    assert rc in (0, POOR_MODEL_EXIT), err  # a few steps may make a poor model: it is saved and said so
     assert "stopping after this step" in err and "stopped" in out and "model saved" in out
     model = load_model(train_files / "m.pt")
     assert model.meta["training"]["steps"] >= 1

@@ -121,6 +121,10 @@ def run_demo(
     done = run_training(trainer)
     why = ", then it stopped improving" if done.reason == PLATEAU else ""
     notify(f"trained {done.steps} steps in {done.elapsed:.0f} s{why}")
+    if done.threads and trainer.device.type == "cpu":
+        notify(f"CPU threads: {done.threads}")
+    if not done.usable:
+        notify(f"Warning: a {done.verdict} model: {done.verdict_reason}")
     warning = trust_warning(done)
     if warning:
         notify(warning)

@@ -18,6 +18,7 @@ BOUNDARY = "boundary"
 OBJECT_SIZE = "object_size"  # typical object diameter in pixels (instances.py), or None
 VERSION = "napari_unet_version"
 TRAINING = "training"  # {"config": ..., "history": [one entry per run], "steps": total}
+VERDICT = "verdict"  # {"word": 'ok' | 'poor' | 'useless', "reason": ...} of the last run (training/verdict.py)
 
 
 def _meta(model_or_meta) -> dict:
@@ -57,6 +58,20 @@ def total_seconds(model_or_meta) -> float:
 def last_val_dice(model_or_meta) -> float | None:
     runs = history(model_or_meta)
     return runs[-1].get("val_dice") if runs else None
+
+
+def record_verdict(meta: dict, word: str, reason: str) -> dict:
+    """The last run's verdict on the model ('ok', 'poor', 'useless'), with its reason."""
+    meta[VERDICT] = {"word": word, "reason": reason}
+    return meta
+
+
+def verdict(model_or_meta) -> tuple[str, str] | None:
+    """(word, reason) of the last run's verdict, or None for a model from before verdicts were recorded."""
+    found = _meta(model_or_meta).get(VERDICT)
+    if not isinstance(found, dict) or "word" not in found:
+        return None
+    return str(found["word"]), str(found.get("reason", ""))
 
 
 def check_meta(meta: dict) -> None:

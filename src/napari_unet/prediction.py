@@ -6,6 +6,7 @@ predicted and handed back one at a time (``iter_predict``), so memory does not g
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -21,8 +22,10 @@ from .model import UNet
 from .normalization import normalize
 from .runtime import pick_device, pick_precision
 from .stitching import StackIds
+from .threads import ThreadChooser
 from .tiling import DEFAULT_OVERLAP, MAX_BATCH_PIXELS, auto_tile, axis_tiles, check_tiling, ramp
 from .training.config import DEFAULT_STITCH_THRESHOLD, DEFAULT_THRESHOLD
+from .training.verdict import warn_if_poor
 
 
 @torch.inference_mode()
@@ -53,11 +56,13 @@ def tiled_proba(
     batch_size: int,
     dev,
     precision: str,
+    threads: ThreadChooser | None = None,
 ) -> np.ndarray:
     """Tiled, batched, blended probabilities of one plane with a network from ``inference_network``.
 
     A batch holds at most ``batch_size`` tiles and about ``MAX_BATCH_PIXELS``, so memory does not depend on
-    the image size; the ramp weights are applied to the whole batch at once.
+    the image size; the ramp weights are applied to the whole batch at once. ``threads`` is told how long
+    each batch took (it chooses the thread count by that rate, see ``threads.py``).
     """
     _, h, w = plane.shape
     multiple = 2 ** getattr(model, "depth", 4)
@@ -83,8 +88,11 @@ def tiled_proba(
     norm = torch.zeros((h, w), dtype=torch.float32)
     for i in range(0, len(origins), batch_size):
         chunk = origins[i : i + batch_size]
+        started = time.perf_counter()
         probs = probabilities(np.stack([plane[:, y : y + th, x : x + tw] for y, x in chunk]))
         probs = probs.mul_(weight_dev).cpu()
+        if threads is not None:
+            threads.observe(time.perf_counter() - started, th * tw * len(chunk) / 1e6)
         for (y, x), p in zip(chunk, probs, strict=True):
             out[:, y : y + th, x : x + tw] += p
             norm[y : y + th, x : x + tw] += weight
@@ -190,6 +198,7 @@ def iter_predict(
     least the threshold) in the previous Z plane, so it keeps one id through Z (see ``stitching.py``).
     """
     _check_model(model)
+    warn_if_poor(model, stacklevel=3)  # a model judged poor or useless when trained: said again here
     image = check_image(image)
     shape = tuple(image.shape)
     if not (isinstance(threshold, (int, float, np.number)) and 0 <= threshold <= 1):
@@ -210,22 +219,27 @@ def iter_predict(
         raise InputError("stitch_threshold links object ids through Z: use it with instances=True (--instances).")
     stack_ids = StackIds(stitch_threshold) if instances else None
     net = None  # built once, at the first plane: BN folded, weights in the compute dtype
-    for idx, plane in iter_slices(image, axis):
-        if plane.shape[0] != model.in_channels:
-            raise InputError(
-                f"The image has {plane.shape[0]} channel(s) but the model was trained on {model.in_channels}: "
-                "give images like the training images, or pass channel_axis."
-            )
-        if net is None:
-            net = inference_network(model, dev, prec)
-        probs = tiled_proba(net, model, normalize(plane, rule), tile_size, overlap, batch_size, dev, prec)
-        labels = _labels_from_probs(probs, threshold, instances, predicts_boundaries(model), object_size(model))
-        if check_finite:
-            labels[~np.isfinite(plane).all(axis=0)] = 0
-        if stack_ids is not None:
-            labels = stack_ids(idx, labels)  # after per-plane decoding: ids unique across the stack
-        release_pages(image)  # a memory-mapped stack: memory stays flat however deep it is
-        yield idx, labels
+    chooser = ThreadChooser("predict", unit="Mpx") if dev.type == "cpu" else None  # tile rate picks the threads
+    try:
+        for idx, plane in iter_slices(image, axis):
+            if plane.shape[0] != model.in_channels:
+                raise InputError(
+                    f"The image has {plane.shape[0]} channel(s) but the model was trained on {model.in_channels}: "
+                    "give images like the training images, or pass channel_axis."
+                )
+            if net is None:
+                net = inference_network(model, dev, prec)
+            probs = tiled_proba(net, model, normalize(plane, rule), tile_size, overlap, batch_size, dev, prec, chooser)
+            labels = _labels_from_probs(probs, threshold, instances, predicts_boundaries(model), object_size(model))
+            if check_finite:
+                labels[~np.isfinite(plane).all(axis=0)] = 0
+            if stack_ids is not None:
+                labels = stack_ids(idx, labels)  # after per-plane decoding: ids unique across the stack
+            release_pages(image)  # a memory-mapped stack: memory stays flat however deep it is
+            yield idx, labels
+    finally:
+        if chooser is not None:
+            chooser.restore()  # torch's thread count is the caller's again (threads.last_choice says what ran)
 
 
 def predict(model: UNet, image, out: np.ndarray | None = None, **options) -> np.ndarray:

@@ -210,8 +210,12 @@ class PredictWidget(Container):
         return not self._closing and c.is_alive(self.native)
 
     def _add_output(self, k: int) -> None:
+        """Job ``k``'s Labels layer now, its Shapes layer in the next event-loop turn: one layer per turn."""
         instances, contours = bool(self._instances.value), bool(self._contours.value)
-        self._run.add(k, instances, contours, bool(self._polygons.value))
+        self._run.add(k, instances, contours)
+        if self._polygons.value:
+            jobs = self._run.jobs
+            QTimer.singleShot(0, lambda: self._alive() and self._run.jobs is jobs and self._run.add_shapes(k))
 
     # ------------------------------------------------------------------------------------------ job events
 
@@ -257,9 +261,10 @@ class PredictWidget(Container):
             return
         self._store.predicted.emit()
         if self._polygons.value:
+            self._run.add_shapes(event.index)  # where the turn meant for it has not come yet
             shapes, image = self._run.shapes[event.index], self._run.sources[event.index]
             if self._polygon_adder.add(shapes, event.polygons, image.name):
-                self._feed_polygons()
+                QTimer.singleShot(0, self._feed_polygons)  # the first chunk in a turn of its own
 
     def _feed_polygons(self) -> None:
         """Fill the Shapes layers one chunk per event-loop turn, so the GUI stays responsive meanwhile."""

@@ -44,8 +44,9 @@ class PredictionLayers:
         """True for a source image or an output of the run (removing one stops the run)."""
         return any(layer is x for x in self.sources + self.labels)
 
-    def add(self, k: int, instances: bool, contours: bool, polygons: bool) -> None:
-        """Add the Labels layer of job ``k`` (and its empty Shapes layer when polygons are asked for)."""
+    def add(self, k: int, instances: bool, contours: bool) -> None:
+        """Add the Labels layer of job ``k`` (its Shapes layer comes in another event-loop turn: ``add_shapes``;
+        each costs napari 0.1-0.3 s of the GUI thread, too much for one turn)."""
         job, image = self.jobs[k], self.sources[k]
         layer = self._viewer.add_labels(
             job.out,
@@ -68,17 +69,22 @@ class PredictionLayers:
         self._hide_previews()
         self.labels[k] = layer
         self.outputs.append(layer)
-        if polygons:
-            self.shapes[k] = self._viewer.add_shapes(
-                None,
-                ndim=len(job.out.shape),
-                name=c.unique_name(self._viewer, f"{image.name} polygons"),
-                scale=image.scale,
-                translate=image.translate,
-                metadata={roles.ROLE_KEY: roles.POLYGONS, roles.SOURCE_KEY: image.name},
-                **POLYGON_STYLE,
-            )
-            self._viewer.layers.selection.active = layer
+
+    def add_shapes(self, k: int) -> None:
+        """Add job ``k``'s empty Shapes layer for its polygons (once its Labels layer is there, and still is)."""
+        job, image, layer = self.jobs[k], self.sources[k], self.labels[k]
+        if self.shapes[k] is not None or layer is None or layer not in self._viewer.layers:
+            return
+        self.shapes[k] = self._viewer.add_shapes(
+            None,
+            ndim=len(job.out.shape),
+            name=c.unique_name(self._viewer, f"{image.name} polygons"),
+            scale=image.scale,
+            translate=image.translate,
+            metadata={roles.ROLE_KEY: roles.POLYGONS, roles.SOURCE_KEY: image.name},
+            **POLYGON_STYLE,
+        )
+        self._viewer.layers.selection.active = layer
 
     def _hide_previews(self) -> None:
         """The Train dock's live preview under a prediction would blend with it: hidden (the user can show it)."""

@@ -95,15 +95,24 @@ class RunProgress:
         dice = f", val Dice {done.val_dice:.3f}" if done.val_dice is not None else ""
         loss = f", loss {done.loss:.3f}" if done.loss is not None else ""
         why = done.end_words().removeprefix("done: ")
-        self.status.value = f"Done: {done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice} ({why})."
+        summary = f"{done.steps} steps in {c.format_seconds(done.elapsed)}{loss}{dice} ({why})."
+        threads = f"<br><small>CPU threads: {html.escape(done.threads)}</small>" if done.threads else ""
+        if done.val_dice is None and not self.plot.dice:
+            self.plot.no_validation = True
+            self.plot.set_no_validation_tip()
+        if not kept and not done.usable:  # a poor or useless model is not passed off as done
+            warning = f"A {done.verdict} model: {done.verdict_reason}"
+            self.status.value = f"<b>Warning: {html.escape(warning)}</b><br>{summary}{threads}"
+            c.report_warning(warning)
+            c.set_progress(self.bar, BAR_STEPS, f"{done.verdict} model")
+            self.plot.update()
+            return
+        self.status.value = f"Done: {summary}{threads}"
         if kept:
             offer = " 'Use the new one anyway' (under Model) takes the new one." if offered else ""
             self.status.value += f"<br><b>{html.escape(kept)}</b>{offer}"
             if not done.kept_previous:  # the session said so already (a Notice)
                 c.report_warning(kept)
-        if done.val_dice is None and not self.plot.dice:
-            self.plot.no_validation = True
-            self.plot.set_no_validation_tip()
         warning = _kept_warning(model) if kept else trust_warning(done)
         if warning:
             self.status.value += f"<br><b>{html.escape(warning)}</b>"

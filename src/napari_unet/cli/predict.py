@@ -128,6 +128,28 @@ def _maps(args: argparse.Namespace) -> list[str]:
     return [kind for kind in ("uncertainty", "probabilities") if getattr(args, kind, False)]
 
 
+def _say_if_poor(model) -> None:
+    """A model judged poor or useless when it was trained: said plainly, once (not as a Python warning)."""
+    import warnings
+
+    from ..training.verdict import PoorModelWarning, model_warning
+
+    text = model_warning(model)
+    if text is not None:
+        print(f"Warning: {text}", file=sys.stderr)
+        warnings.simplefilter("ignore", PoorModelWarning)
+
+
+def _say_threads(args: argparse.Namespace) -> None:
+    """How many CPU threads the tiles ran on, and why (nothing where too few tiles ran to choose)."""
+    from ..runtime import pick_device
+    from ..threads import last_choice
+
+    choice = last_choice("predict")
+    if choice is not None and pick_device(args.device).type == "cpu":
+        print(f"CPU threads: {choice.summary()}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict every image into the output folder (labels, and contours if asked), one progress bar of planes."""
     from tqdm import tqdm
@@ -142,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     # every input is checked before anything is created: a mistake leaves no empty output folder behind
     options = _check_options(args)
     model = load_model(args.model)
+    _say_if_poor(model)
     pick_precision(pick_device(args.device), args.precision)  # a CPU without bf16: one line, before any output
     stems = [Path(p).name.split(".")[0] for p in args.images]
     if len(set(stems)) != len(stems):
@@ -175,4 +198,5 @@ def run(args: argparse.Namespace) -> int:
                 bar.write(f"{path} -> {outdir / f'{stem}_{kind}.tif'}", file=sys.stdout)
     finally:
         bar.close()
+    _say_threads(args)
     return 0

@@ -15,6 +15,8 @@ from ._outputs import check_output_file, refuse_inputs
 from ._pairs import LABELS_HELP, REVIEWED_HELP, label_paths, read_label_entries, reviewed_paths
 from ._progress import run_training
 
+POOR_MODEL_EXIT = 3  # the model was saved, but its verdict is 'poor' or 'useless' (training/verdict.py)
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """The train command and its arguments; every default shown is ``TrainConfig``'s."""
@@ -168,6 +170,11 @@ def run(args: argparse.Namespace) -> int:
     why = ", then it stopped improving" if done.reason == PLATEAU else ""
     saved = f"the model of {args.from_model} saved to {out}" if done.kept_previous else f"model saved to {out}"
     print(f"{how} {done.steps} steps in {done.elapsed:.0f} s{dice}{why}; {saved}")
+    if done.threads and trainer.device.type == "cpu":
+        print(f"CPU threads: {done.threads}", file=sys.stderr)
+    if not done.kept_previous and not done.usable:
+        print(f"Warning: a {done.verdict} model: {done.verdict_reason} (exit code {POOR_MODEL_EXIT})", file=sys.stderr)
+        return POOR_MODEL_EXIT
     warning = trust_warning(done)
     if warning:
         print(warning, file=sys.stderr)

@@ -36,6 +36,7 @@ from ..training.events import (
     View,
 )
 from ..training.selftrain import unet_beats_forest
+from ..training.verdict import verdict_fields
 
 log = logging.getLogger("napari_unet")
 
@@ -228,6 +229,8 @@ class _Session:
         self.val_dice: float | None = None
         self.plateau = False
         self.reason = ""  # why the last round ended (Done.reason)
+        self.threads = ""  # the last round's thread choice (Done.threads)
+        self.verdict = ("", "")  # the last round's verdict and its reason (Done.verdict)
         self.current: list[np.ndarray] = list(labels)
         self.previous: list[np.ndarray] | None = None
         self.trainer = None  # the last round's
@@ -254,7 +257,7 @@ class _Session:
         yield Done(
             self.model, self.steps, self.epochs, elapsed, self.loss, self.val_dice, stopped, self.skipped,
             self.plateau, self.previews.forest_dice, STOPPED if stopped else self.reason, kept.kept_previous,
-            kept.before, kept.after,
+            kept.before, kept.after, self.threads, *self.verdict,
         )  # fmt: skip
 
     def _settle(self, stopped: bool) -> Verdict:
@@ -267,13 +270,15 @@ class _Session:
         kept = self.started_from.settle(self.model, self.steps, stopped, after)
         if kept.kept_previous:
             self.val_dice = kept.before
+            fields = verdict_fields(self.model)  # the kept model's own verdict, not the discarded run's
+            self.verdict = (fields.get("verdict", ""), fields.get("verdict_reason", ""))
         return kept
 
     def _overrides(self) -> dict:
         """The next round's budget: what is left of the session's, and where it is in the schedule."""
         cfg = self.config
         elapsed = time.perf_counter() - self.start
-        overrides: dict = {}
+        overrides: dict = {"leave_core": True}  # napari's own thread shares the CPU
         if cfg.time_limit is not None:
             overrides["time_limit"] = max(cfg.time_limit - elapsed, 0.05)
         if cfg.epochs is not None:
@@ -359,6 +364,8 @@ class _Session:
         self.skipped += done.skipped
         self.plateau = done.plateau
         self.reason = done.reason
+        self.threads = done.threads or self.threads
+        self.verdict = (done.verdict, done.verdict_reason)
         if done.forest_val_dice is not None:
             self.previews.forest_dice = done.forest_val_dice
         if done.val_dice is not None:

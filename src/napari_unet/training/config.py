@@ -70,6 +70,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    # CPU threads of the network; None: chosen by the speed measured early in the run and again when it drops
+    # (threads.py): on a busy machine fewer threads than cores train faster
+    threads: int | None = None
+    leave_core: bool = False  # a GUI thread shares the CPU (the viewer): try one thread fewer than the cores too
 
     def __post_init__(self) -> None:
         if self.time_limit is None and self.epochs is None:
@@ -109,6 +113,8 @@ class TrainConfig:
             raise InputError(f"patience must be a whole number of epochs >= 1, got {self.patience!r}.")
         if not isinstance(self.min_steps, int) or self.min_steps < 0:
             raise InputError(f"min_steps must be a whole number >= 0, got {self.min_steps!r}.")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise InputError(f"threads must be a whole number >= 1 or None (chosen by speed), got {self.threads!r}.")
         if not 0.5 <= self.pseudo_confidence < 1:
             raise InputError(f"pseudo_confidence must be in [0.5, 1), got {self.pseudo_confidence}.")
 
@@ -124,6 +130,13 @@ def make_config(config: TrainConfig | None = None, **overrides) -> TrainConfig:
 
 
 TRUSTED_STEPS = 100  # fewer steps than this: the model is flagged as not to be trusted yet
+
+
+# a plateau needs the held-out Dice's recent slope times the budget left to promise less than this (schedule.py)
+PLATEAU_GAIN = 0.01
+
+
+MIN_USEFUL_DICE = 0.5  # a held-out Dice below this: the run's verdict is 'poor' (training/verdict.py)
 
 
 MAX_BAD_STEPS = 10  # non-finite losses in a row before training stops (keeping the last good weights)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..labels import PSEUDO
 from .config import SELF_TRAIN_MIN_STEPS, TRUSTED_STEPS
+from .verdict import verdict_fields
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ def settle(trainer, done):
         kept_previous=verdict.kept_previous,
         previous_val_dice=verdict.before,
         trained_val_dice=verdict.after,
+        **(verdict_fields(done.model) if verdict.kept_previous else {}),  # the kept model's own verdict
     )
 
 

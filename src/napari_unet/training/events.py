@@ -74,6 +74,14 @@ class Done:
     kept_previous: bool = False
     previous_val_dice: float | None = None
     trained_val_dice: float | None = None
+    threads: str = ""  # how many CPU threads ran and why (``threads.ThreadsChoice.summary``)
+    verdict: str = ""  # 'ok', 'poor' or 'useless' (``verdict.py``; "" for a Done made by hand)
+    verdict_reason: str = ""  # a plain sentence when the verdict is not 'ok'
+
+    @property
+    def usable(self) -> bool:
+        """False when the run's verdict says the model is poor or useless."""
+        return self.verdict in ("", "ok")
 
     def end_words(self) -> str:
         """Why the run ended, in a few words for a progress bar or a status line."""

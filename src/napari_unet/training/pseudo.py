@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..labels import IGNORE, PSEUDO
+from ..threads import preferred_jobs
 from .config import default
 
 PSEUDO_CONFIDENCE = default("pseudo_confidence")  # forest probability above which a pixel seeds the watershed
@@ -48,7 +49,11 @@ def forest_probabilities(
     valid = target >= 0
     y = target[valid]
     clf = RandomForestClassifier(
-        n_estimators=n_estimators, max_depth=max_depth, n_jobs=-1, random_state=seed, class_weight="balanced"
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        n_jobs=preferred_jobs(),
+        random_state=seed,
+        class_weight="balanced",
     )
     clf.fit(feats[valid], y)
     h, w = target.shape
@@ -261,7 +266,7 @@ class PseudoLabeler:
         if not xs or len(counts) < 2 or self.should_stop():
             return False
         self.forest = RandomForestClassifier(
-            n_estimators=50, max_depth=10, n_jobs=-1, random_state=self.seed, class_weight="balanced"
+            n_estimators=50, max_depth=10, n_jobs=preferred_jobs(), random_state=self.seed, class_weight="balanced"
         ).fit(np.concatenate(xs), np.concatenate(ys))
         return True
 

@@ -21,9 +21,10 @@ import torch
 
 from .._version import __version__
 from ..labels import PSEUDO
-from ..meta import preview_meta, record_run, run_entry
+from ..meta import preview_meta, record_run, record_verdict, run_entry
 from ..model import UNet
 from ..runtime import autocast, pick_device, pick_precision, prepare_module
+from ..threads import ThreadChooser, chosen_threads
 from . import selftrain
 from .augmentation import Augmentation
 from .config import MAX_BAD_STEPS, TrainConfig, make_config
@@ -34,6 +35,7 @@ from .losses import segmentation_loss, sparse_loss
 from .patches import PatchSampler
 from .schedule import Schedule, short_run_patch
 from .validation import blocks_dice, predict_blocks, split_validation
+from .verdict import judge_trainer, verdict_fields
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
@@ -253,25 +255,27 @@ class Trainer:
     def run(self) -> Iterator[Event]:
         start = time.perf_counter() - self.prepare_seconds  # from the Trainer's creation: preparing is part of it
         self.sampler = begin(self)  # a continued model's score and mistakes first (see continuation.py)
-        if self.use_pseudo:
-            yield from self.prepare(self._pseudo_deadline(start))
-            labeler = self.labeler
-            tiles = (labeler.tiles_done, labeler.tiles_total) if labeler else (0, 0)
-            yield Prepared(time.perf_counter() - start, *tiles, self.forest_val_dice)
-        reason = yield from self._steps(start)
-        if self.steps % self.config.steps_per_epoch and self.val_blocks:
-            self.val_dice = self.validate()
+        with chosen_threads("train", threads=self.config.threads, leave_core=self.config.leave_core) as chooser:
+            if self.use_pseudo:
+                yield from self.prepare(self._pseudo_deadline(start))
+                labeler = self.labeler
+                tiles = (labeler.tiles_done, labeler.tiles_total) if labeler else (0, 0)
+                yield Prepared(time.perf_counter() - start, *tiles, self.forest_val_dice)
+            reason = yield from self._steps(start, chooser)
+            if self.steps % self.config.steps_per_epoch and self.val_blocks:
+                self.val_dice = self.validate()
         model = self.finish(time.perf_counter() - start)
         yield settle(self, Done(
             model, self.steps, self.epochs, time.perf_counter() - start, self.last_loss, self.val_dice, self._stop,
             self.skipped_steps, self.plateau, self.forest_val_dice, reason,
+            threads=chooser.choice.summary(), **verdict_fields(model),
         ))  # fmt: skip
 
     def _pseudo_deadline(self, start: float) -> float:
         cfg = self.config
         return math.inf if cfg.time_limit is None else start + cfg.pseudo_time * cfg.time_limit
 
-    def _steps(self, start: float) -> Generator[Step | Epoch, None, str]:
+    def _steps(self, start: float, chooser: ThreadChooser) -> Generator[Step | Epoch, None, str]:
         """Steps until the budget, the epochs, the end of the annealing after a plateau, or ``stop()``; returns
         why they ended (``Done.reason``)."""
         cfg, schedule = self.config, self.schedule
@@ -298,7 +302,7 @@ class Trainer:
                 self.refresh_pseudo_labels(time.perf_counter() + left)
             step_start = time.perf_counter()
             loss = self.train_step(fraction)
-            took = time.perf_counter() - step_start
+            chooser.observe(took := time.perf_counter() - step_start)  # the step rate chooses the threads
             step_seconds = took if not self.steps or step_seconds == 0 else 0.8 * step_seconds + 0.2 * took
             if self.steps == 2:  # the first step pays one-off costs (kernels, the optimizer's imports): not it
                 self._adapt_patch(time.perf_counter() - start, took)
@@ -325,8 +329,8 @@ class Trainer:
     def _end_epoch(self, epoch_loss: float, start: float) -> Epoch:
         self.epochs += 1
         self.val_dice = self.validate()
-        self.schedule.check_plateau(self.val_dice, epoch_loss, self.steps)
         elapsed = time.perf_counter() - start
+        self.schedule.check_plateau(self.val_dice, epoch_loss, self.steps, elapsed)
         return Epoch(
             self.epochs, self.steps, epoch_loss, self.val_dice, elapsed, self.schedule.fraction(elapsed, self.steps)
         )
@@ -354,6 +358,7 @@ class Trainer:
             boundaries=self.boundaries, object_size=self.object_size, config=dataclasses.asdict(self.config),
             run=run, version=__version__,
         )  # fmt: skip
+        record_verdict(model.meta, *judge_trainer(self))  # 'ok', 'poor' or 'useless' (verdict.py)
         return model
 
     def snapshot(self) -> UNet:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..labels import IGNORE
-from .config import TRUSTED_STEPS
+from .config import MIN_USEFUL_DICE, TRUSTED_STEPS
 from .events import Done
 from .patches import Sample
 
@@ -26,7 +26,7 @@ def trust_warning(done: Done) -> str | None:
         reasons.append(
             f"only {steps} training steps ran{earlier}, {done.steps} in {done.elapsed:.0f} s here ({rate:.1f} steps/s)"
         )
-    if done.val_dice is not None and done.val_dice < 0.5:
+    if done.val_dice is not None and done.val_dice < MIN_USEFUL_DICE:
         reasons.append(f"its Dice on held-out annotations is only {done.val_dice:.2f}")
     if done.val_dice is not None and done.forest_val_dice is not None and done.val_dice < done.forest_val_dice:
         reasons.append(
