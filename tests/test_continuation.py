@@ -9,6 +9,7 @@ import torch
 from napari_unet import Done, Trainer, train
 from napari_unet.checkpoint import load_model, save_model
 from napari_unet.cli import main
+from napari_unet.cli.train import POOR_MODEL_EXIT
 from napari_unet.labels import Annotation
 from napari_unet.meta import total_steps
 from napari_unet.training import trust_warning
@@ -95,7 +96,7 @@ def test_cli_from_says_which_model_it_kept(tmp_path, tiny_model, blobs, capsys):
     args = ["train", str(tmp_path / "img.tif"), "--labels", f"{tmp_path / 'lab.tif'}:dense", "--from",
             str(tmp_path / "prev.pt"), "-o", str(tmp_path / "next.pt"), "--lr", "5", "--epochs", "2",
             "--batch-size", "2", "--patch-size", "32", "--no-augment", "--no-instances"]  # fmt: skip
-    assert main(args) == 0
+    assert main(args) in (0, POOR_MODEL_EXIT)  # a tiny model may be judged poor; it is saved either way
     out = capsys.readouterr().out
     assert "Kept the previous model" in out and "the model of" in out
     kept, prev = load_model(tmp_path / "next.pt"), load_model(tmp_path / "prev.pt")
@@ -114,7 +115,7 @@ def test_cli_mixes_scribbles_and_reviewed_masks(tmp_path, blobs, capsys):
             f"{tmp_path / 'scr.tif'}:sparse", f"{tmp_path / 'lab.tif'}:dense", "--reviewed", "-",
             str(tmp_path / "rev.tif"), "-o", str(tmp_path / "m.pt"), "--epochs", "1", "--batch-size", "2",
             "--patch-size", "32", "--filters", "4", "--depth", "2"]  # fmt: skip
-    assert main(args) == 0
+    assert main(args) in (0, POOR_MODEL_EXIT)  # a tiny model may be judged poor; it is saved either way
     err = capsys.readouterr().err
     assert "mixed (per file) labels" in err and "boundary" in err
     expected = np.count_nonzero(scribbles) + int(reviewed.sum())
