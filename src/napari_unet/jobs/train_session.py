@@ -36,7 +36,6 @@ from ..training.events import (
     View,
 )
 from ..training.selftrain import unet_beats_forest
-from ..training.verdict import verdict_fields
 
 log = logging.getLogger("napari_unet")
 
@@ -269,6 +268,8 @@ class _Session:
         self.started_from.before = score(self.trainer, self.started_from.previous)
         kept = self.started_from.settle(self.model, self.steps, stopped, after)
         if kept.kept_previous:
+            from ..training.verdict import verdict_fields  # imports torch: not at module import
+
             self.val_dice = kept.before
             fields = verdict_fields(self.model)  # the kept model's own verdict, not the discarded run's
             self.verdict = (fields.get("verdict", ""), fields.get("verdict_reason", ""))

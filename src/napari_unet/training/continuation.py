@@ -21,7 +21,6 @@ import numpy as np
 
 from ..labels import PSEUDO
 from .config import SELF_TRAIN_MIN_STEPS, TRUSTED_STEPS
-from .verdict import verdict_fields
 
 
 @dataclass(frozen=True)
@@ -171,6 +170,8 @@ def sampler_for(trainer):
 def settle(trainer, done):
     """``done`` of a continued run, with the model it keeps (the trained one, or the starting weights back where
     the run did not beat them; ``TrainConfig.keep_better``) and the two held-out scores that decided."""
+    from .verdict import verdict_fields  # imports torch: not at module import (the widgets import this module)
+
     cont = getattr(trainer, "continuation", None)
     if cont is None:
         return done
