@@ -23,6 +23,7 @@ from .runtime import pick_device, pick_precision
 from .stitching import StackIds
 from .tiling import DEFAULT_OVERLAP, MAX_BATCH_PIXELS, auto_tile, axis_tiles, check_tiling, ramp
 from .training.config import DEFAULT_STITCH_THRESHOLD, DEFAULT_THRESHOLD
+from .volume import is_volume_model
 
 
 @torch.inference_mode()
@@ -187,13 +188,19 @@ def iter_predict(
 
     Pixels that are NaN or inf in the image (no data) are labelled 0. With ``instances``, object ids are
     unique across a stack; ``stitch_threshold`` > 0 links an object to the one it overlaps most (IoU at
-    least the threshold) in the previous Z plane, so it keeps one id through Z (see ``stitching.py``).
+    least the threshold) in the previous Z plane, so it keeps one id through Z (see ``stitching.py``). A volume
+    model (``volume.is_volume_model``) predicts a (Z, Y, X) stack as one volume with 3D objects instead.
     """
     _check_model(model)
     image = check_image(image)
     shape = tuple(image.shape)
     if not (isinstance(threshold, (int, float, np.number)) and 0 <= threshold <= 1):
         raise InputError(f"threshold must be a probability between 0 and 1, got {threshold!r}.")
+    if is_volume_model(model):  # a volume model segments the stack as one volume, in 3D (prediction3d)
+        from .prediction3d import iter_predict_volume
+
+        yield from iter_predict_volume(model, image, channel_axis, threshold, instances, tile_size, device, precision)
+        return
     axis = resolve_channel_axis(model, shape, channel_axis)
     h, w = spatial_shape(shape, axis)[-2:]
     check_fits(

@@ -65,6 +65,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    # volumes (volume.py): the first non-channel axis is Z and a 3D U-Net learns 3D objects from 3D patches
+    volume: bool = False
+    anisotropy: float | None = None  # Z spacing / XY spacing; None: the model's, else 1 (the CLI reads TIFFs)
+    volume_patch: tuple[int, int, int] = (16, 64, 64)  # (Z, Y, X) voxels of a training patch
+    volume_batch_size: int = 2
+    volume_depth: int = 3  # poolings of the 3D U-Net (in Z only once voxels are near-isotropic)
 
     def __post_init__(self) -> None:
         if self.time_limit is None and self.epochs is None:
@@ -104,6 +110,19 @@ class TrainConfig:
             raise InputError(f"min_steps must be a whole number >= 0, got {self.min_steps!r}.")
         if not 0.5 <= self.pseudo_confidence < 1:
             raise InputError(f"pseudo_confidence must be in [0.5, 1), got {self.pseudo_confidence}.")
+        self._check_volume()
+
+    def _check_volume(self) -> None:
+        if self.anisotropy is not None:
+            from ..volume import check_anisotropy
+
+            self.anisotropy = check_anisotropy(self.anisotropy)
+        patch = tuple(self.volume_patch)
+        if len(patch) != 3 or not all(isinstance(n, int) and n >= 4 for n in patch):
+            raise InputError(f"volume_patch must be three whole numbers >= 4 (Z, Y, X), got {self.volume_patch!r}.")
+        for name in ("volume_batch_size", "volume_depth"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InputError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}.")
 
 
 def make_config(config: TrainConfig | None = None, **overrides) -> TrainConfig:
@@ -148,4 +167,6 @@ MIN_ROUND_SECONDS = 2.0  # new strokes are taken in at most this often
 DEFAULT_THRESHOLD = 0.5  # foreground probability above which a pixel is foreground (binary models)
 DEFAULT_IOU_THRESHOLD = 0.5  # objects match one to one at IoU >= this
 DEFAULT_STITCH_THRESHOLD = 0.0  # IoU that links an object to the previous Z plane's (0: ids are not linked)
+VOLUME_TILE = (32, 128, 128)  # (Z, Y, X) voxels per forward pass of a volume model: memory bounded in depth too
+VOLUME_OVERLAP = (8, 32, 32)  # voxels shared by neighbouring volume tiles (blended with a linear ramp)
 DEMO_TIME_LIMIT = 60.0  # seconds of training in the demo: a first look (TrainConfig's default is longer)
