@@ -35,7 +35,7 @@ def volume_proba(
 ) -> np.ndarray:
     """Class probabilities (K, Z, Y, X) of a normalized (C, Z, Y, X) volume, tile by tile, blended."""
     dev = pick_device(device) if not isinstance(device, torch.device) else device
-    prec = pick_precision(dev, precision)
+    prec = pick_precision(dev, precision, volume=True)
     fmt = channels_last(5, prec)
     net = copy.deepcopy(model).to(dev, memory_format=fmt).eval()
     sizes = volume.shape[1:]

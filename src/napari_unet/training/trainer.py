@@ -111,7 +111,7 @@ class Trainer:
         self.class_balance = cfg.class_balance if cfg.class_balance is not None else self.mode == "sparse"
 
         self.device = pick_device(cfg.device)
-        self.precision = pick_precision(self.device, cfg.precision)
+        self.precision = pick_precision(self.device, cfg.precision, cfg.volume)
         if model is None:
             model = UNet(self.in_channels, self.n_classes, cfg.filters, cfg.depth, cfg.dropout)
         self.model = prepare_module(model, self.device, self.precision)
