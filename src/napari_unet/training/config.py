@@ -113,6 +113,8 @@ class TrainConfig:
         self._check_volume()
 
     def _check_volume(self) -> None:
+        if self.volume:  # held-out blocks are 2D (validation.py): a volume run's plateau follows its loss
+            self.val_fraction = 0.0
         if self.anisotropy is not None:
             from ..volume import check_anisotropy
 

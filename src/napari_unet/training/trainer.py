@@ -21,7 +21,7 @@ import torch
 
 from .._version import __version__
 from ..labels import PSEUDO
-from ..meta import preview_meta, record_run, record_volume, run_entry
+from ..meta import preview_meta, record_run, run_entry
 from ..model import UNet
 from ..runtime import autocast, channels_last, pick_device, pick_precision, prepare_module
 from . import selftrain
@@ -92,9 +92,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         samples = self.data.samples
-        # volumes: no held-out blocks yet (the plateau follows the loss)
-        fraction = 0.0 if cfg.volume else cfg.val_fraction
-        self.train_samples, self.val_blocks = split_validation(samples, fraction, self.rng, cfg.patch_size)
+        self.train_samples, self.val_blocks = split_validation(samples, cfg.val_fraction, self.rng, cfg.patch_size)
         # pixels held out for validation must not come back as pseudo-labels
         self._held_out = [(s.target >= 0) & (t.target < 0) for s, t in zip(samples, self.train_samples, strict=True)]
         self._stroke_samples = list(self.train_samples)
@@ -212,8 +210,6 @@ class Trainer:
 
     def _adapt_patch(self, elapsed: float, step_seconds: float) -> None:
         """After the second step: a budget of few steps trains on smaller patches (``schedule.short_run_patch``)."""
-        if self.config.volume:
-            return  # volume patches are already small
         smaller = short_run_patch(self.config, elapsed, step_seconds, getattr(self.model, "depth", 4))
         if smaller is not None:
             self.small_patch, self.small_batch = smaller
@@ -362,8 +358,6 @@ class Trainer:
             boundaries=self.boundaries, object_size=self.object_size, config=dataclasses.asdict(self.config),
             run=run, version=__version__,
         )  # fmt: skip
-        if self.config.volume:
-            record_volume(model.meta, model.anisotropy)
         return model
 
     def snapshot(self) -> UNet:

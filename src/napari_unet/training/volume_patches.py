@@ -123,6 +123,7 @@ class VolumeAugmentation:
 
 def volume_parts(samples: Sequence[Sample], data, cfg: TrainConfig, contrast: float, model=None):
     """The sampler, augmentation and 3D U-Net (new, or ``model`` to fine-tune) of a volume run."""
+    from ..meta import record_volume
     from ..model import UNet
     from ..volume import DEFAULT_ANISOTROPY, is_volume_model
 
@@ -131,6 +132,7 @@ def volume_parts(samples: Sequence[Sample], data, cfg: TrainConfig, contrast: fl
     anisotropy = cfg.anisotropy or (model.anisotropy if model is not None else DEFAULT_ANISOTROPY)
     if model is None:
         model = UNet(data.in_channels, data.n_classes, cfg.filters, cfg.volume_depth, cfg.dropout, 3, anisotropy)
+        record_volume(model.meta, anisotropy)  # kept by meta.record_run at the end of the run
     augment = VolumeAugmentation(contrast=contrast) if cfg.augment else None
     rng = np.random.default_rng(cfg.seed)
     return VolumeSampler(samples, cfg.volume_patch, rng), augment, model
