@@ -135,3 +135,16 @@ def iter_predict_volume(
     labels[bad] = 0
     for z in range(labels.shape[0]):
         yield (z,), labels[z]
+
+
+def preview_plane(
+    model, image, plane: tuple[int, ...], rows: tuple[int, int], cols: tuple[int, int], half_depth: int = 8
+) -> np.ndarray:
+    """Labels of the box ``rows`` x ``cols`` of plane ``plane`` of a (Z, Y, X) image, predicted in 3D from the
+    slab of ``half_depth`` planes on each side (the Train dock's live preview of a volume model)."""
+    z = int(plane[-1]) if plane else 0
+    z0, z1 = max(0, z - half_depth), min(np.shape(image)[0], z + half_depth + 1)
+    slab = np.asarray(image[z0:z1, rows[0] : rows[1], cols[0] : cols[1]], np.float32)[None]
+    probs = volume_proba(model, normalize_volume(slab, normalization_rule(model)))
+    boundary = predicts_boundaries(model)
+    return volume_labels(probs, DEFAULT_THRESHOLD, False, boundary, None)[z - z0]
