@@ -63,7 +63,7 @@ def run_case(name: str, image, labels, truth, limits: dict, predict_options: dic
     done = next(e for e in trainer.run() if isinstance(e, Done))
     cfg = trainer.config
     if cfg.volume:
-        patch_voxels = cfg.volume_batch_size * int(np.prod(cfg.volume_patch))
+        patch_voxels = cfg.volume_batch_size * cfg.volume_patch_depth * cfg.volume_patch_size**2
     else:
         patch = trainer.small_patch or cfg.patch_size
         patch_voxels = (trainer.small_batch or cfg.batch_size) * patch * patch

@@ -15,7 +15,7 @@ from napari_unet.prediction3d import volume_labels
 from napari_unet.training import Trainer
 from napari_unet.volume import anisotropy_from_scale, anisotropy_from_tiff, boundary_target_volume, is_volume_model
 
-TINY = {"filters": 4, "volume_depth": 2, "volume_patch": (8, 32, 32), "volume_batch_size": 1}
+TINY = {"filters": 4, "volume_depth": 2, "volume_patch_depth": 8, "volume_patch_size": 32, "volume_batch_size": 1}
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def _add_network_arguments(t: argparse.ArgumentParser) -> None:
 
 
 def _add_volume_arguments(t: argparse.ArgumentParser) -> None:
-    zp = "x".join(map(str, default("volume_patch")))
+    zp = f"{default('volume_patch_depth')}x{default('volume_patch_size')}x{default('volume_patch_size')}"
     t.add_argument(
         "--volume",
         action="store_true",

@@ -68,7 +68,8 @@ class TrainConfig:
     # volumes (volume.py): the first non-channel axis is Z and a 3D U-Net learns 3D objects from 3D patches
     volume: bool = False
     anisotropy: float | None = None  # Z spacing / XY spacing; None: the model's, else 1 (the CLI reads TIFFs)
-    volume_patch: tuple[int, int, int] = (16, 64, 64)  # (Z, Y, X) voxels of a training patch
+    volume_patch_depth: int = 16  # planes (Z) of a training patch of a volume
+    volume_patch_size: int = 64  # its side in Y and X
     volume_batch_size: int = 2
     volume_depth: int = 3  # poolings of the 3D U-Net (in Z only once voxels are near-isotropic)
 
@@ -119,12 +120,14 @@ class TrainConfig:
             from ..volume import check_anisotropy
 
             self.anisotropy = check_anisotropy(self.anisotropy)
-        patch = tuple(self.volume_patch)
-        if len(patch) != 3 or not all(isinstance(n, int) and n >= 4 for n in patch):
-            raise InputError(f"volume_patch must be three whole numbers >= 4 (Z, Y, X), got {self.volume_patch!r}.")
-        for name in ("volume_batch_size", "volume_depth"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise InputError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}.")
+        for name, low in (
+            ("volume_patch_depth", 1),
+            ("volume_patch_size", 16),
+            ("volume_batch_size", 1),
+            ("volume_depth", 1),
+        ):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                raise InputError(f"{name} must be a whole number >= {low}, got {getattr(self, name)!r}.")
 
 
 def make_config(config: TrainConfig | None = None, **overrides) -> TrainConfig:

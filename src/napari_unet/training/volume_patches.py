@@ -135,4 +135,5 @@ def volume_parts(samples: Sequence[Sample], data, cfg: TrainConfig, contrast: fl
         record_volume(model.meta, anisotropy)  # kept by meta.record_run at the end of the run
     augment = VolumeAugmentation(contrast=contrast) if cfg.augment else None
     rng = np.random.default_rng(cfg.seed)
-    return VolumeSampler(samples, cfg.volume_patch, rng), augment, model
+    patch = (cfg.volume_patch_depth, cfg.volume_patch_size, cfg.volume_patch_size)
+    return VolumeSampler(samples, patch, rng), augment, model
