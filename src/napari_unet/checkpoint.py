@@ -94,7 +94,7 @@ def _build(p: Path, config, meta, state, what: str) -> UNet:
     try:
         if not isinstance(config, dict) or not isinstance(meta, dict) or not isinstance(state, dict):
             raise TypeError("config, meta and state_dict must be mappings")
-        known = {"in_channels", "n_classes", "filters", "depth", "dropout"}
+        known = {"in_channels", "n_classes", "filters", "depth", "dropout", "spatial_dims", "anisotropy"}
         if set(config) - known:
             raise TypeError(f"unknown architecture keys {sorted(set(config) - known)}")
         _check_config(config)
@@ -126,6 +126,11 @@ def _check_config(config: dict) -> None:
     dropout = config.get("dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"config dropout must be a number in [0, 1), got {dropout!r}")
+    dims, anisotropy = config.get("spatial_dims", 2), config.get("anisotropy", 1.0)
+    if dims not in (2, 3) or isinstance(dims, bool):
+        raise ValueError(f"config spatial_dims must be 2 or 3, got {dims!r}")
+    if isinstance(anisotropy, bool) or not isinstance(anisotropy, (int, float)) or not 0.1 <= anisotropy <= 100:
+        raise ValueError(f"config anisotropy must be a number from 0.1 to 100, got {anisotropy!r}")
 
 
 def _check_state(config: dict, state: dict) -> None:

@@ -19,6 +19,7 @@ OBJECT_SIZE = "object_size"  # typical object diameter in pixels (instances.py),
 VERSION = "napari_unet_version"
 TRAINING = "training"  # {"config": ..., "history": [one entry per run], "steps": total}
 VERDICT = "verdict"  # {"word": 'ok' | 'poor' | 'useless', "reason": ...} of the last run (training/verdict.py)
+VOLUME = "volume"  # {"anisotropy": Z / XY spacing} for a volume (3D) model; absent for a 2D model
 
 
 def _meta(model_or_meta) -> dict:
@@ -155,3 +156,15 @@ def preview_meta(meta: dict, *, normalization: dict, label_mode: str, boundaries
     if boundaries:  # previews show the foreground, not the boundary class
         meta[INSTANCES] = BOUNDARY
     return meta
+
+
+def record_volume(meta: dict, anisotropy: float) -> dict:
+    """``meta`` of a volume model: it segments Z-stacks as 3D objects, for voxels of this anisotropy."""
+    meta[VOLUME] = {"anisotropy": float(anisotropy)}
+    return meta
+
+
+def volume_anisotropy(model_or_meta) -> float | None:
+    """The anisotropy a volume model was trained for; None for a 2D model."""
+    volume = _meta(model_or_meta).get(VOLUME)
+    return float(volume["anisotropy"]) if isinstance(volume, dict) and "anisotropy" in volume else None

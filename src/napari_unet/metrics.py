@@ -71,6 +71,7 @@ def evaluate(
     multiclass: bool = False,
     per_slice: bool = False,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    volume: bool = False,
 ) -> list[dict]:
     """One row per image (and class) with the keys of ``COLUMNS``: pixel and object scores.
 
@@ -78,7 +79,8 @@ def evaluate(
     scores match objects one to one at IoU >= ``iou_threshold``; a binary image counts its connected
     components as objects (see the module docstring). With ``multiclass`` every class id present in either
     image gets a row, its objects being the connected components of that class. With ``per_slice`` a stack
-    gets a row per 2D plane, named ``name[z]``.
+    gets a row per 2D plane, named ``name[z]``. With ``volume`` a (Z, Y, X) stack's objects are 3D: matched
+    once in the whole volume, not plane by plane (with ``per_slice`` too, the rows of its planes follow).
     """
     iou_threshold = check_iou_threshold(iou_threshold)
     if isinstance(pred, np.ndarray) or not isinstance(pred, Sequence):
@@ -96,6 +98,7 @@ def evaluate(
         planes = [(name, p, t)]
         if per_slice and p.ndim > 2:
             planes = [(f"{name}[{','.join(map(str, i))}]", p[i], t[i]) for i in np.ndindex(*p.shape[:-2])]
+            planes = [(name, p, t), *planes] if volume else planes
         for plane_name, pp, tt in planes:
             if multiclass:
                 classes = sorted((set(np.unique(pp).tolist()) | set(np.unique(tt).tolist())) - {0})
@@ -106,7 +109,7 @@ def evaluate(
                             "image": plane_name,
                             "class": int(c),
                             **binary_scores(pc, tc),
-                            **object_scores(pc, tc, iou_threshold),
+                            **object_scores(pc, tc, iou_threshold, volume and pc.ndim == p.ndim),
                             "iou_threshold": iou_threshold,
                         }
                     )
@@ -116,7 +119,7 @@ def evaluate(
                         "image": plane_name,
                         "class": 1,
                         **binary_scores(pp > 0, tt > 0),
-                        **object_scores(pp, tt, iou_threshold),
+                        **object_scores(pp, tt, iou_threshold, volume and pp.ndim == p.ndim),
                         "iou_threshold": iou_threshold,
                     }
                 )
@@ -259,11 +262,14 @@ def _object_row(n_pred: int, n_true: int, tp: int, iou_sum: float) -> dict:
     }
 
 
-def object_scores(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = DEFAULT_IOU_THRESHOLD) -> dict:
+def object_scores(
+    pred: np.ndarray, truth: np.ndarray, iou_threshold: float = DEFAULT_IOU_THRESHOLD, volume: bool = False
+) -> dict:
     """Object counts and scores of a prediction against the truth (see the module docstring).
 
     Keys: ``objects_pred, objects_true, matched, false_pos, false_neg, object_precision, object_recall,
-    object_f1, matched_iou, pq``. Stacks are matched plane by plane and the counts pooled.
+    object_f1, matched_iou, pq``. Stacks are matched plane by plane and the counts pooled; with ``volume`` the
+    objects are 3D (a binary mask's: its 6-connected pieces) and matched once in the whole volume.
     """
     iou_threshold = check_iou_threshold(iou_threshold)
     pred, truth = np.asarray(pred), np.asarray(truth)
@@ -271,6 +277,8 @@ def object_scores(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = DE
         raise InputError(f"prediction shape {pred.shape} differs from ground truth {truth.shape}.")
     if pred.ndim < 2:
         raise InputError(f"object scores need 2D label images (or stacks of them), got shape {pred.shape}.")
+    if volume:
+        return _object_row(*_object_counts(pred, truth, iou_threshold))
     totals = np.zeros(4)
     for idx in np.ndindex(*pred.shape[:-2]):
         totals += _object_counts(pred[idx], truth[idx], iou_threshold)

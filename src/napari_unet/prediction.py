@@ -26,6 +26,7 @@ from .threads import ThreadChooser
 from .tiling import DEFAULT_OVERLAP, MAX_BATCH_PIXELS, auto_tile, axis_tiles, check_tiling, ramp
 from .training.config import DEFAULT_STITCH_THRESHOLD, DEFAULT_THRESHOLD
 from .training.verdict import warn_if_poor
+from .volume import is_volume_model
 
 
 @torch.inference_mode()
@@ -195,7 +196,8 @@ def iter_predict(
 
     Pixels that are NaN or inf in the image (no data) are labelled 0. With ``instances``, object ids are
     unique across a stack; ``stitch_threshold`` > 0 links an object to the one it overlaps most (IoU at
-    least the threshold) in the previous Z plane, so it keeps one id through Z (see ``stitching.py``).
+    least the threshold) in the previous Z plane, so it keeps one id through Z (see ``stitching.py``). A volume
+    model (``volume.is_volume_model``) predicts a (Z, Y, X) stack as one volume with 3D objects instead.
     """
     _check_model(model)
     warn_if_poor(model, stacklevel=3)  # a model judged poor or useless when trained: said again here
@@ -203,6 +205,11 @@ def iter_predict(
     shape = tuple(image.shape)
     if not (isinstance(threshold, (int, float, np.number)) and 0 <= threshold <= 1):
         raise InputError(f"threshold must be a probability between 0 and 1, got {threshold!r}.")
+    if is_volume_model(model):  # a volume model segments the stack as one volume, in 3D (prediction3d)
+        from .prediction3d import iter_predict_volume
+
+        yield from iter_predict_volume(model, image, channel_axis, threshold, instances, tile_size, device, precision)
+        return
     axis = resolve_channel_axis(model, shape, channel_axis)
     h, w = spatial_shape(shape, axis)[-2:]
     check_fits(

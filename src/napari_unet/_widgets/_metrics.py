@@ -53,6 +53,9 @@ class MetricsWidget(Container):
         self._predictions, self._truth = self._choice.predictions, self._choice.truth
         self._per_slice = CheckBox(value=False, text="One row per slice (stacks)")
         self._multiclass = CheckBox(value=False, text="Per class (multi-class labels)")
+        self._volume = CheckBox(
+            value=False, text="Volumes (Z): 3D objects", tooltip="Match objects in 3D, one row per Z-stack"
+        )
         self._iou_threshold = FloatSpinBox(
             value=DEFAULT_IOU_THRESHOLD, min=0.05, max=1.0, step=0.05, label="Object IoU ≥", tooltip=IOU_TIP
         )
@@ -78,6 +81,7 @@ class MetricsWidget(Container):
             [
                 c.form(self._predictions, self._truth, self._iou_threshold),
                 self._per_slice,
+                self._volume,
                 self._multiclass,
                 c.wrap_qt(self._table),
                 self._hint,
@@ -92,7 +96,7 @@ class MetricsWidget(Container):
     def _connect(self) -> None:
         self._timer.timeout.connect(c.guarded(self.update_in_background))
         self._predictions.changed.connect(self.schedule)
-        for w in (self._truth, self._per_slice, self._multiclass, self._iou_threshold):
+        for w in (self._truth, self._per_slice, self._volume, self._multiclass, self._iou_threshold):
             w.changed.connect(self.schedule)
         self._recompute.changed.connect(c.guarded(self.update_table))
         self._export.changed.connect(c.guarded(lambda: self.export_csv()))
@@ -141,6 +145,7 @@ class MetricsWidget(Container):
             multiclass=bool(self._multiclass.value),
             per_slice=bool(self._per_slice.value),
             iou_threshold=float(self._iou_threshold.value),
+            volume=bool(self._volume.value),
         )
         return pairs, skipped, request
 

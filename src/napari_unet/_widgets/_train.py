@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..jobs.train_session import Inbox, train_rounds
 from ..labels import MASKS_SHORT, PAINT_FIRST, SCRIBBLES_SHORT
 from ..training.events import Done, Epoch, Notice, Preparing, Preview, Round, Step
+from ..volume import anisotropy_from_scale
 from . import _common as c
 from ._corrections import is_correction, one_class_note, reviewed_of, training_labels
 from ._model_files import ModelFilesPanel
@@ -388,4 +389,6 @@ def _session_inputs(pairs: list[tuple], config: TrainConfig) -> tuple[list, list
         config = dataclasses.replace(config, channel_axis=-1)
     images = [c.layer_array(img) for img, _ in pairs]
     labels = [training_labels(lab) for _, lab in pairs]
+    if config.volume and config.anisotropy is None:  # a volume's Z / XY spacing from the layer's scale
+        config = dataclasses.replace(config, anisotropy=anisotropy_from_scale(getattr(pairs[0][0], "scale", None)))
     return images, labels, rgb, config

@@ -12,7 +12,7 @@ from . import _common as c
 #: the ``TrainConfig`` fields the form sets (a spin box at 0 means None for time_limit and epochs)
 TRAINING = (
     "time_limit", "until_plateau", "epochs", "steps_per_epoch", "filters", "depth", "patch_size", "batch_size",
-    "learning_rate", "augment", "multiclass",
+    "learning_rate", "augment", "multiclass", "volume", "anisotropy",
 )  # fmt: skip
 #: the live preview's settings: they apply while training runs
 PREVIEW = ("preview", "preview_every")
@@ -64,6 +64,20 @@ class SettingsPanel:
             text="Dense labels are class ids",
             tooltip="Complete masks where value k means class k",
         )
+        self.volume = CheckBox(
+            value=default("volume"),
+            text="Volume (Z)",
+            tooltip="Each image is a Z-stack segmented as 3D objects by a 3D U-Net, learnt from the painted planes "
+            "or strokes (time-lapses: leave off)",
+        )
+        self.anisotropy = FloatSpinBox(
+            value=default("anisotropy") or 0,
+            min=0,
+            max=100,
+            step=0.5,
+            label="Z / XY spacing",
+            tooltip="Anisotropy of the volumes; 0 = from the image layer's scale",
+        )
         self.preview = CheckBox(
             value=True,
             text="Live preview",
@@ -87,8 +101,9 @@ class SettingsPanel:
         values["learning_rate"] = float(values["learning_rate"])
         for name in ("steps_per_epoch", "filters", "depth", "patch_size", "batch_size"):
             values[name] = int(values[name])
-        for name in ("until_plateau", "augment", "multiclass"):
+        for name in ("until_plateau", "augment", "multiclass", "volume"):
             values[name] = bool(values[name])
+        values["anisotropy"] = float(values["anisotropy"]) or None
         return values
 
     def set(self, **values) -> None:

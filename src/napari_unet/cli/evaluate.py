@@ -23,6 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     e.add_argument("--multiclass", action="store_true", help="score each class id separately")
     e.add_argument("--per-slice", action="store_true", help="one row per plane of a stack")
     e.add_argument(
+        "--volume",
+        action="store_true",
+        help="the stacks are (Z, Y, X) volumes: objects are 3D, matched once per volume (with --per-slice the "
+        "rows of its planes follow)",
+    )
+    e.add_argument(
         "--iou-threshold",
         type=float,
         default=DEFAULT_IOU_THRESHOLD,
@@ -50,7 +56,13 @@ def run(args: argparse.Namespace) -> int:
     truths = [np.asarray(read_image(p)) for p in args.truth]
     names = [Path(p).name for p in args.pred]
     rows = evaluate(
-        preds, truths, names, multiclass=args.multiclass, per_slice=args.per_slice, iou_threshold=args.iou_threshold
+        preds,
+        truths,
+        names,
+        multiclass=args.multiclass,
+        per_slice=args.per_slice,
+        iou_threshold=args.iou_threshold,
+        volume=args.volume,
     )
     print(format_table(rows))
     if args.csv:

@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     _add_duration_arguments(t)
     t.add_argument("--from", dest="from_model", default=None, help="fine-tune this model file")
     _add_network_arguments(t)
+    _add_volume_arguments(t)
     t.add_argument("--no-augment", action="store_true", help="turn off augmentation")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     add_runtime_arguments(t)
@@ -96,6 +97,35 @@ def _add_network_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr:g})")
 
 
+def _add_volume_arguments(t: argparse.ArgumentParser) -> None:
+    zp = f"{default('volume_patch_depth')}x{default('volume_patch_size')}x{default('volume_patch_size')}"
+    t.add_argument(
+        "--volume",
+        action="store_true",
+        help="each image is a (Z, Y, X) volume: a 3D U-Net learns 3D objects from the painted planes or strokes "
+        f"({zp} voxel patches; --depth and --patch-size are for 2D models)",
+    )
+    t.add_argument(
+        "--anisotropy",
+        type=float,
+        default=None,
+        help="Z spacing / XY spacing of the volumes (default: from the ImageJ TIFF's spacing, else 1)",
+    )
+
+
+def _volume_options(args: argparse.Namespace, base) -> dict:
+    """``volume`` and ``anisotropy`` for the trainer: fine-tuning a volume model is a volume run."""
+    from ..volume import anisotropy_from_tiff, is_volume_model
+
+    volume = args.volume or (base is not None and is_volume_model(base))
+    if not volume:
+        return {}
+    anisotropy = args.anisotropy
+    if anisotropy is None and base is None:
+        anisotropy = anisotropy_from_tiff(args.images[0])
+    return {"volume": True, "anisotropy": anisotropy}
+
+
 def _check_inputs(args: argparse.Namespace) -> Path:
     """Everything a user can get wrong, before torch is imported or an image read."""
     out = Path(args.output)
@@ -145,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         until_plateau=not args.no_plateau,
+        **_volume_options(args, base),
     )
     # --time-limit is the user's wall time: the clock started with the command (importing torch, reading)
     trainer.prepare_seconds = time.perf_counter() - getattr(args, "started", time.perf_counter())

@@ -30,6 +30,7 @@ class ScoreRequest:
     multiclass: bool = False
     per_slice: bool = False
     iou_threshold: float = DEFAULT_IOU_THRESHOLD
+    volume: bool = False  # stacks are volumes: objects matched in 3D, one row per volume
 
 
 def score_pairs(request: ScoreRequest) -> Scored:
@@ -51,6 +52,7 @@ def score_pairs(request: ScoreRequest) -> Scored:
             multiclass=multiclass,
             per_slice=request.per_slice,
             iou_threshold=request.iou_threshold,
+            volume=request.volume,
         ):
             rows.append({**row, "ground truth": truth_name, PAIR: k})
     return Scored(rows, mean_rows(rows), tuple(as_foreground))

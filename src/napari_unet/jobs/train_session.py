@@ -110,7 +110,12 @@ class Previewer:
     def __call__(self, model, view: View) -> np.ndarray:
         from ..meta import normalization_rule, predicts_boundaries
         from ..prediction import predict_proba_plane, probabilities_to_labels
+        from ..volume import is_volume_model
 
+        if is_volume_model(model):  # the current plane of a 3D prediction of the slab around it
+            from ..prediction3d import preview_plane
+
+            return preview_plane(model, self.images[view.image], view.plane, view.rows, view.cols)
         crop = self._normalized_crop(view, normalization_rule(model))
         probs = predict_proba_plane(model, np.ascontiguousarray(crop), tile_size=max(crop.shape[1:]) + 16, overlap=0)
         return probabilities_to_labels(probs, boundary=predicts_boundaries(model))

@@ -74,6 +74,13 @@ class TrainConfig:
     # (threads.py): on a busy machine fewer threads than cores train faster
     threads: int | None = None
     leave_core: bool = False  # a GUI thread shares the CPU (the viewer): try one thread fewer than the cores too
+    # volumes (volume.py): the first non-channel axis is Z and a 3D U-Net learns 3D objects from 3D patches
+    volume: bool = False
+    anisotropy: float | None = None  # Z spacing / XY spacing; None: the model's, else 1 (the CLI reads TIFFs)
+    volume_patch_depth: int = 16  # planes (Z) of a training patch of a volume
+    volume_patch_size: int = 64  # its side in Y and X
+    volume_batch_size: int = 2
+    volume_depth: int = 3  # poolings of the 3D U-Net (in Z only once voxels are near-isotropic)
 
     def __post_init__(self) -> None:
         if self.time_limit is None and self.epochs is None:
@@ -117,6 +124,23 @@ class TrainConfig:
             raise InputError(f"threads must be a whole number >= 1 or None (chosen by speed), got {self.threads!r}.")
         if not 0.5 <= self.pseudo_confidence < 1:
             raise InputError(f"pseudo_confidence must be in [0.5, 1), got {self.pseudo_confidence}.")
+        self._check_volume()
+
+    def _check_volume(self) -> None:
+        if self.volume:  # held-out blocks are 2D (validation.py): a volume run's plateau follows its loss
+            self.val_fraction = 0.0
+        if self.anisotropy is not None:
+            from ..volume import check_anisotropy
+
+            self.anisotropy = check_anisotropy(self.anisotropy)
+        for name, low in (
+            ("volume_patch_depth", 1),
+            ("volume_patch_size", 16),
+            ("volume_batch_size", 1),
+            ("volume_depth", 1),
+        ):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                raise InputError(f"{name} must be a whole number >= {low}, got {getattr(self, name)!r}.")
 
 
 def make_config(config: TrainConfig | None = None, **overrides) -> TrainConfig:
@@ -168,4 +192,6 @@ MIN_ROUND_SECONDS = 2.0  # new strokes are taken in at most this often
 DEFAULT_THRESHOLD = 0.5  # foreground probability above which a pixel is foreground (binary models)
 DEFAULT_IOU_THRESHOLD = 0.5  # objects match one to one at IoU >= this
 DEFAULT_STITCH_THRESHOLD = 0.0  # IoU that links an object to the previous Z plane's (0: ids are not linked)
+VOLUME_TILE = (32, 128, 128)  # (Z, Y, X) voxels per forward pass of a volume model: memory bounded in depth too
+VOLUME_OVERLAP = (8, 32, 32)  # voxels shared by neighbouring volume tiles (blended with a linear ramp)
 DEMO_TIME_LIMIT = 60.0  # seconds of training in the demo: a first look (TrainConfig's default is longer)

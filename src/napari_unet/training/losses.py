@@ -24,7 +24,7 @@ def segmentation_loss(
 ) -> torch.Tensor:
     """BCE + soft Dice (one logit) or cross-entropy + soft Dice (several logits), on annotated pixels only.
 
-    ``logits`` is (B, K, H, W); ``target`` is (B, H, W) int64 with -1 = ignore. With ``class_balance`` the
+    ``logits`` is (B, K, H, W) (or (B, K, Z, Y, X)); ``target`` is (B, H, W) (or (B, Z, Y, X)) int64 with -1 = ignore. With ``class_balance`` the
     pixel loss is weighted by inverse class frequency, which matters when strokes are mostly background.
     """
     logits = logits.float()
@@ -47,13 +47,14 @@ def segmentation_loss(
     else:
         pixel = F.cross_entropy(logits, safe_target, reduction="none")
         prob = torch.softmax(logits, dim=1)[:, 1:]
-        onehot = F.one_hot(safe_target, n_out).permute(0, 3, 1, 2).float()[:, 1:]
+        onehot = F.one_hot(safe_target, n_out).movedim(-1, 1).float()[:, 1:]
     ce = (pixel * pixel_w).sum() / pixel_w.sum().clamp(min=1e-6)
     if dice_weight == 0:
         return ce
     m = valid[:, None].float()
-    inter = (prob * onehot * m).sum(dim=(0, 2, 3))
-    denom = (prob * m).sum(dim=(0, 2, 3)) + (onehot * m).sum(dim=(0, 2, 3))
+    dims = (0, *range(2, logits.ndim))  # batch and every spatial axis: planes and volumes alike
+    inter = (prob * onehot * m).sum(dim=dims)
+    denom = (prob * m).sum(dim=dims) + (onehot * m).sum(dim=dims)
     dice = (2 * inter + _EPS) / (denom + _EPS)
     return ce + dice_weight * (1 - dice.mean())
 

@@ -117,7 +117,7 @@ def short_run_patch(cfg: TrainConfig, elapsed: float, step_seconds: float, depth
     with half the side alone, 0.76 with half the batch too; 0.19-0.35 before). Runs that afford more, and
     runs of a number of epochs, are unchanged; a half patch below twice the network's coarsest grid is kept.
     """
-    if cfg.time_limit is None or step_seconds <= 0:
+    if cfg.time_limit is None or step_seconds <= 0 or cfg.volume:  # volume patches (volume_patch_*) are small
         return None
     affordable = (cfg.time_limit - elapsed) / step_seconds
     smaller = cfg.patch_size // 2

@@ -23,7 +23,7 @@ from .._version import __version__
 from ..labels import PSEUDO
 from ..meta import preview_meta, record_run, record_verdict, run_entry
 from ..model import UNet
-from ..runtime import autocast, pick_device, pick_precision, prepare_module
+from ..runtime import autocast, channels_last, pick_device, pick_precision, prepare_module
 from ..threads import ThreadChooser, chosen_threads
 from . import selftrain
 from .augmentation import Augmentation
@@ -36,6 +36,8 @@ from .patches import PatchSampler
 from .schedule import Schedule, short_run_patch
 from .validation import blocks_dice, predict_blocks, split_validation
 from .verdict import judge_trainer, verdict_fields
+from .volume_data import prepare_volume_data
+from .volume_patches import volume_parts
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
@@ -88,7 +90,7 @@ class Trainer:
     ) -> None:
         created = time.perf_counter()
         self.config = cfg = make_config(config, **overrides)
-        self.data: TrainingData = prepare_data(images, labels, cfg, model)
+        self.data: TrainingData = (prepare_volume_data if cfg.volume else prepare_data)(images, labels, cfg, model)
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -97,20 +99,23 @@ class Trainer:
         # pixels held out for validation must not come back as pseudo-labels
         self._held_out = [(s.target >= 0) & (t.target < 0) for s, t in zip(samples, self.train_samples, strict=True)]
         self._stroke_samples = list(self.train_samples)
-        self.use_pseudo = selftrain.uses_pseudo_labels(cfg, self.mode)
+        self.use_pseudo = selftrain.uses_pseudo_labels(cfg, self.mode) and not cfg.volume  # volumes: strokes only
         self.pseudo_cache = pseudo_cache
         self.labeler = None  # the PseudoLabeler, once run() has started
         self.forest_val_dice: float | None = None
-        self.sampler = PatchSampler(self.train_samples, cfg.patch_size, self.rng)
         contrast = cfg.contrast if cfg.contrast is not None else (1.0 if self.mode == "sparse" else 0.0)
-        self.augment = Augmentation(elastic=cfg.elastic, contrast=contrast, blur=cfg.blur) if cfg.augment else None
+        if cfg.volume:  # 3D patches, 3D augmentation, a 3D U-Net (see volume_patches)
+            self.sampler, self.augment, model = volume_parts(self.train_samples, self.data, cfg, contrast, model)
+        else:
+            self.sampler = PatchSampler(self.train_samples, cfg.patch_size, self.rng)
+            self.augment = Augmentation(elastic=cfg.elastic, contrast=contrast, blur=cfg.blur) if cfg.augment else None
         self.class_balance = cfg.class_balance if cfg.class_balance is not None else self.mode == "sparse"
 
         self.device = pick_device(cfg.device)
-        self.precision = pick_precision(self.device, cfg.precision)
+        self.precision = pick_precision(self.device, cfg.precision, cfg.volume)
         if model is None:
             model = UNet(self.in_channels, self.n_classes, cfg.filters, cfg.depth, cfg.dropout)
-        self.model = prepare_module(model, self.device)
+        self.model = prepare_module(model, self.device, self.precision)
         self._optimizer: torch.optim.Optimizer | None = None  # made at the first step (see ``optimizer``)
         self.schedule = Schedule(cfg)
         self._stop = False
@@ -169,7 +174,7 @@ class Trainer:
         x, y = self.sampler.batch(self.small_batch or cfg.batch_size)
         if self.augment is not None:
             x, y = self.augment(x, y, self.generator)
-        x = x.to(self.device, memory_format=torch.channels_last)
+        x = x.to(self.device, memory_format=channels_last(x.ndim, self.precision))
         y = y.to(self.device)
         self._set_lr(fraction)
         self.optimizer.zero_grad(set_to_none=True)
