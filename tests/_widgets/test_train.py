@@ -187,12 +187,12 @@ def test_live_preview_layer(qtbot, train_widget, sample_viewer):
 
 
 def test_failing_final_preview_keeps_the_model(qtbot, train_widget, sample_viewer, monkeypatch, messages):
-    from napari_unet.jobs import train_session
+    from napari_unet.jobs import previews
 
     def broken(self, model, view):
         raise RuntimeError("preview broke")
 
-    monkeypatch.setattr(train_session.Previewer, "__call__", broken)
+    monkeypatch.setattr(previews.Previewer, "__call__", broken)
     train_widget.set_settings(time_limit=2, preview_every=1)
     train_widget.start_training()
     wait_until(qtbot, lambda: not train_widget.running, timeout=60)
@@ -218,17 +218,17 @@ class _NoFullPlane(np.ndarray):
 
 @pytest.mark.parametrize("rgb", [False, True])
 def test_large_plane_preview_reads_only_the_crop(tiny_model, monkeypatch, rgb):
-    from napari_unet.jobs import train_session
+    from napari_unet.jobs import previews
     from napari_unet.training.events import View
 
-    monkeypatch.setattr(train_session, "LARGE_PLANE", 100 * 100)
+    monkeypatch.setattr(previews, "LARGE_PLANE", 100 * 100)
     rng = np.random.default_rng(0)
     shape = (2, 300, 300, 3) if rgb else (2, 300, 300)
     image = rng.random(shape).astype(np.float32).view(_NoFullPlane)
-    previewer = train_session.Previewer([image], [rgb])
+    previewer = previews.Previewer([image], [rgb])
     if rgb:  # the tiny model has one input channel: check only what is read
         box = (slice(10, 74), slice(20, 84))
-        assert train_session.plane_chw(image, (1,), True, box).shape == (3, 64, 64)
+        assert previews.plane_chw(image, (1,), True, box).shape == (3, 64, 64)
         return
     labels = previewer(tiny_model, View(0, (1,), (10, 74), (20, 84)))
     assert labels.shape == (64, 64)

@@ -7,7 +7,7 @@ import numpy as np
 from napari_unet._widgets._metrics import MetricsWidget
 from napari_unet._widgets._train import TrainWidget, _session_inputs
 from napari_unet.jobs.predict import image_job, predict_job
-from napari_unet.jobs.train_session import Previewer
+from napari_unet.jobs.previews import Previewer
 from napari_unet.model import UNet
 from napari_unet.training.events import View
 

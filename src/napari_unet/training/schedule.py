@@ -108,6 +108,11 @@ class Schedule:
         return max(float(slope) + error, 0.0) * max(cfg.time_limit - elapsed, 0.0)
 
 
+def pseudo_deadline(cfg: TrainConfig, start: float) -> float:
+    """When the forest's pseudo-labels must be done: ``pseudo_time`` of the time budget, from ``start``."""
+    return math.inf if cfg.time_limit is None else start + cfg.pseudo_time * cfg.time_limit
+
+
 def short_run_patch(cfg: TrainConfig, elapsed: float, step_seconds: float, depth: int) -> tuple[int, int] | None:
     """(patch side, batch) for a budget that affords fewer than ``SHORT_RUN_STEPS`` steps, else None.
 

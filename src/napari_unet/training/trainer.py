@@ -33,7 +33,7 @@ from .dataset import TrainingData, prepare_data
 from .events import EPOCHS, NOT_FINITE, PLATEAU, STOPPED, TIME_LIMIT, Done, Epoch, Event, Prepared, Preparing, Step
 from .losses import segmentation_loss, sparse_loss
 from .patches import PatchSampler
-from .schedule import Schedule, short_run_patch
+from .schedule import Schedule, pseudo_deadline, short_run_patch
 from .validation import blocks_dice, predict_blocks, split_validation
 from .verdict import judge_trainer, verdict_fields
 from .volume_data import prepare_volume_data
@@ -122,9 +122,7 @@ class Trainer:
         self.steps = self.skipped_steps = self.epochs = 0
         self.last_loss: float | None = None
         self.val_dice: float | None = None
-        # set when the budget affords few steps (see _adapt_patch)
-        self.small_patch: int | None = None
-        self.small_batch: int | None = None
+        self.small_patch = self.small_batch = None  # int: the budget affords few steps (see _adapt_patch)
         # the budget is the user's wall time: preparing the data counts (run() adds it to its clock)
         self.prepare_seconds = time.perf_counter() - created
 
@@ -262,7 +260,7 @@ class Trainer:
         self.sampler = begin(self)  # a continued model's score and mistakes first (see continuation.py)
         with chosen_threads("train", threads=self.config.threads, leave_core=self.config.leave_core) as chooser:
             if self.use_pseudo:
-                yield from self.prepare(self._pseudo_deadline(start))
+                yield from self.prepare(pseudo_deadline(self.config, start))
                 labeler = self.labeler
                 tiles = (labeler.tiles_done, labeler.tiles_total) if labeler else (0, 0)
                 yield Prepared(time.perf_counter() - start, *tiles, self.forest_val_dice)
@@ -275,10 +273,6 @@ class Trainer:
             self.skipped_steps, self.plateau, self.forest_val_dice, reason,
             threads=chooser.choice.summary(), **verdict_fields(model),
         ))  # fmt: skip
-
-    def _pseudo_deadline(self, start: float) -> float:
-        cfg = self.config
-        return math.inf if cfg.time_limit is None else start + cfg.pseudo_time * cfg.time_limit
 
     def _steps(self, start: float, chooser: ThreadChooser) -> Generator[Step | Epoch, None, str]:
         """Steps until the budget, the epochs, the end of the annealing after a plateau, or ``stop()``; returns
