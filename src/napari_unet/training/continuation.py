@@ -86,7 +86,9 @@ class Continuation:
         """Score the starting model on the held-out blocks and find its mistakes on the training pixels."""
         self.before = score(trainer, self.previous)
         pixels = sum(s.target.size for s in trainer.train_samples)
-        if trainer.config.correction_weight > 0 and pixels <= MAX_FOCUS_PIXELS:
+        # volumes keep their 3D sampler (no held-out blocks, no mistake search yet): the copy still guards
+        # against a run stopped early
+        if trainer.config.correction_weight > 0 and pixels <= MAX_FOCUS_PIXELS and not trainer.config.volume:
             self.focus = wrong_pixels(
                 self.previous, trainer.train_samples, trainer.boundaries, trainer.device, trainer.precision
             )
@@ -123,7 +125,7 @@ def begin(trainer):
         trained = total_steps(trainer.model) >= SELF_TRAIN_MIN_STEPS  # a few steps' labels are worse than the forest's
         if trainer.use_pseudo and trainer.config.pseudo_labels == "auto" and trainer.labeler is None and trained:
             own_pseudo_labels(trainer)
-    return sampler_for(trainer)
+    return trainer.sampler if trainer.config.volume else sampler_for(trainer)
 
 
 @dataclass

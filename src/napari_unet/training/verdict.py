@@ -14,6 +14,7 @@ from .patches import Sample
 
 OK, POOR, USELESS = "ok", "poor", "useless"
 CHECK_SIDE = 512  # the one-class check predicts at most this many pixels per side of one annotated plane
+VOLUME_CHECK_DEPTH = 32  # planes of a volume it predicts (and CHECK_SIDE / 4 a side): the model pads them
 
 
 class PoorModelWarning(UserWarning):
@@ -95,20 +96,17 @@ def plane_classes(model, samples: list[Sample], device, precision: str, boundari
     if not samples or not any((s.target >= 0).any() for s in samples):
         return None
     sample = max(samples, key=lambda s: int(np.count_nonzero(s.target >= 0)))
-    h, w = sample.target.shape
-    multiple = 2 ** getattr(model, "depth", 4)
-    ch, cw = (max(multiple, min(CHECK_SIDE, n) // multiple * multiple) for n in (h, w))
-    cy, cx = (int(np.mean(v)) for v in np.nonzero(sample.target >= 0))  # around the annotation, e.g. strokes
-    y, x = int(np.clip(cy - ch // 2, 0, max(0, h - ch))), int(np.clip(cx - cw // 2, 0, max(0, w - cw)))
-    image = sample.image[:, y : y + ch, x : x + cw]
-    target = sample.target[y : y + ch, x : x + cw]
-    if image.shape[1] < multiple or image.shape[2] < multiple:
+    box = _crop_around_annotation(sample.target, 2 ** getattr(model, "depth", 4))
+    if box is None:
         return None
+    image, target = sample.image[(slice(None), *box)], sample.target[box]
     model.eval()
     with torch.inference_mode():
         batch = torch.from_numpy(np.ascontiguousarray(image[None])).to(device)
+        if batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            logits = model(batch.contiguous(memory_format=torch.channels_last)).float()
+            logits = model(batch).float()
     pred = ((logits[0, 0] > 0).long() if logits.shape[1] == 1 else logits[0].argmax(0)).cpu().numpy()
     annotated = target[target >= 0]
     if boundaries:
@@ -116,3 +114,18 @@ def plane_classes(model, samples: list[Sample], device, precision: str, boundari
     if annotated.size == 0:
         return None
     return set(np.unique(annotated).tolist()), set(np.unique(pred).tolist())
+
+
+def _crop_around_annotation(target: np.ndarray, multiple: int) -> tuple[slice, ...] | None:
+    """A box of at most ``CHECK_SIDE`` px a side in the plane (``VOLUME_CHECK_DEPTH`` planes of a volume) centred
+    on the annotation, e.g. strokes; None where the plane is smaller than the network's coarsest grid."""
+    if target.ndim == 2 and min(target.shape) < multiple:
+        return None
+    limits = (VOLUME_CHECK_DEPTH, CHECK_SIDE // 4, CHECK_SIDE // 4) if target.ndim == 3 else (CHECK_SIDE, CHECK_SIDE)
+    centre = [int(np.mean(v)) for v in np.nonzero(target >= 0)]
+    box = []
+    for n, limit, c in zip(target.shape, limits, centre, strict=True):
+        side = min(limit, n) if target.ndim == 3 else max(multiple, min(limit, n) // multiple * multiple)
+        start = int(np.clip(c - side // 2, 0, max(0, n - side)))
+        box.append(slice(start, start + side))
+    return tuple(box)
