@@ -83,6 +83,20 @@ def test_training_learns_from_painted_planes_only(balls):
     assert labels.shape == truth.shape and labels.dtype == np.int32
 
 
+def test_volume_steps_take_the_volume_batch(balls):
+    """A volume step trains on ``volume_batch_size`` 3D patches, not the 2D ``batch_size`` (4x the work per step)."""
+    image, truth = balls
+    painted = np.zeros_like(truth)
+    painted[[4, 7]] = truth[[4, 7]]
+    trainer = Trainer(image, painted, volume=True, mode="dense", time_limit=None, epochs=1, steps_per_epoch=2, **TINY)
+    trainer.config.volume_batch_size, trainer.config.batch_size = 3, 8
+    asked = []
+    batch = trainer.sampler.batch
+    trainer.sampler.batch = lambda n: asked.append(n) or batch(n)
+    list(trainer.run())
+    assert asked and set(asked) == {3}
+
+
 def test_training_from_scribbles_anywhere(balls):
     image, truth = balls
     strokes = np.zeros(truth.shape, np.uint8)

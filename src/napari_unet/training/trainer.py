@@ -169,7 +169,7 @@ class Trainer:
         self.model.train()
         if self.small_patch:
             self.sampler.patch = self.small_patch
-        x, y = self.sampler.batch(self.small_batch or cfg.batch_size)
+        x, y = self.sampler.batch(self.small_batch or (cfg.volume_batch_size if cfg.volume else cfg.batch_size))
         if self.augment is not None:
             x, y = self.augment(x, y, self.generator)
         x = x.to(self.device, memory_format=channels_last(x.ndim, self.precision))
