@@ -82,10 +82,11 @@ def decode_instances(
     if not seeds.any():
         return np.zeros(fg.shape, np.int32)
     labels = watershed(probs[2], seeds, mask=fg)
-    return _drop_small_and_renumber(labels, max(MIN_OBJECT, speck_size(object_size)))
+    return drop_small_objects(labels, max(MIN_OBJECT, speck_size(object_size)))
 
 
-def _drop_small_and_renumber(labels: np.ndarray, min_size: int) -> np.ndarray:
+def drop_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """int32 ids 1..n of the objects of at least ``min_size`` pixels or voxels (the others become background)."""
     sizes = np.bincount(labels.ravel())
     keep = sizes >= min_size
     keep[0] = False

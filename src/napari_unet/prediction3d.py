@@ -16,7 +16,15 @@ import torch
 
 from .errors import InputError
 from .images import check_fits, check_image, guess_channel_axis
-from .instances import MIN_OBJECT, SPECK_FRACTION, decode_instances, foreground, split_instances, watershed_spacing
+from .instances import (
+    MIN_OBJECT,
+    SPECK_FRACTION,
+    decode_instances,
+    drop_small_objects,
+    foreground,
+    split_instances,
+    watershed_spacing,
+)
 from .meta import normalization_rule, object_size, predicts_boundaries
 from .runtime import autocast, channels_last, pick_device, pick_precision
 from .tiling import axis_tiles, ramp
@@ -84,16 +92,6 @@ def speck_volume(size: float | None, anisotropy: float = 1.0) -> int:
     if not size:
         return MIN_OBJECT
     return max(MIN_OBJECT, int(SPECK_FRACTION * np.pi / 6 * size**3 / anisotropy))
-
-
-def drop_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """int32 ids 1..n of the objects of at least ``min_size`` voxels (the others become background)."""
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    ids = np.zeros(len(sizes), np.int32)
-    ids[keep] = np.arange(1, int(keep.sum()) + 1)
-    return ids[labels]
 
 
 def iter_predict_volume(

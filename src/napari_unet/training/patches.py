@@ -19,6 +19,30 @@ class Sample:
     target: np.ndarray
 
 
+MAX_POINTS = 200_000  # annotated points kept per class and sample: memory stays bounded on huge dense masks
+
+
+def annotated_points(
+    targets: Sequence[np.ndarray], rng: np.random.Generator
+) -> dict[int, list[tuple[int, np.ndarray]]]:
+    """Per class, (sample index, coordinates of its annotated pixels or voxels) to centre patches on; strokes
+    only, not pseudo-labels."""
+    coords: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for i, tgt in enumerate(targets):
+        for cls in np.unique(tgt[(tgt >= 0) & (tgt < PSEUDO)]):
+            pts = np.argwhere(tgt == cls).astype(np.int32)
+            if len(pts) > MAX_POINTS:
+                pts = pts[rng.choice(len(pts), MAX_POINTS, replace=False)]
+            coords.setdefault(int(cls), []).append((i, pts))
+    return coords
+
+
+def annotated_weights(targets: Sequence[np.ndarray]) -> np.ndarray:
+    """How often each sample is drawn for a uniformly placed patch: by its annotated pixels."""
+    weights = np.array([max(1, np.count_nonzero(t >= 0)) for t in targets], dtype=float)
+    return weights / weights.sum()
+
+
 class PatchSampler:
     """Random patches that favour annotated pixels, class by class, so a few strokes are seen often.
 
@@ -34,18 +58,12 @@ class PatchSampler:
         self.p_annotated = p_annotated
         self.images: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
-        self.coords: dict[int, list[tuple[int, np.ndarray]]] = {}
-        for i, s in enumerate(samples):
+        for s in samples:
             img, tgt = self._pad(s.image, s.target)
             self.images.append(img)
             self.targets.append(tgt)
-            for cls in np.unique(tgt[(tgt >= 0) & (tgt < PSEUDO)]):  # centre on strokes, not pseudo-labels
-                pts = np.argwhere(tgt == cls).astype(np.int32)
-                if len(pts) > 200_000:  # keep memory bounded on huge dense masks
-                    pts = pts[rng.choice(len(pts), 200_000, replace=False)]
-                self.coords.setdefault(int(cls), []).append((i, pts))
-        self.weights = np.array([max(1, np.count_nonzero(t >= 0)) for t in self.targets], dtype=float)
-        self.weights /= self.weights.sum()
+        self.coords = annotated_points(self.targets, rng)
+        self.weights = annotated_weights(self.targets)
         self.focus: list[tuple[int, np.ndarray]] = []  # pixels a continued model got wrong (see focus_on)
         self.focus_share = 0.0
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..labels import IGNORE, PSEUDO
+from ..labels import IGNORE
 from .config import TrainConfig
-from .patches import Sample
+from .patches import Sample, annotated_points, annotated_weights
 
 
 class VolumeSampler:
@@ -35,18 +35,12 @@ class VolumeSampler:
         self.p_annotated = p_annotated
         self.images: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
-        self.coords: dict[int, list[tuple[int, np.ndarray]]] = {}
-        for i, s in enumerate(samples):
+        for s in samples:
             img, tgt = self._pad(s.image, s.target)
             self.images.append(img)
             self.targets.append(tgt)
-            for cls in np.unique(tgt[(tgt >= 0) & (tgt < PSEUDO)]):
-                pts = np.argwhere(tgt == cls).astype(np.int32)
-                if len(pts) > 200_000:  # memory stays bounded on large painted volumes
-                    pts = pts[rng.choice(len(pts), 200_000, replace=False)]
-                self.coords.setdefault(int(cls), []).append((i, pts))
-        self.weights = np.array([max(1, np.count_nonzero(t >= 0)) for t in self.targets], dtype=float)
-        self.weights /= self.weights.sum()
+        self.coords = annotated_points(self.targets, rng)
+        self.weights = annotated_weights(self.targets)
 
     def _pad(self, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pads = [max(0, p - n) for p, n in zip(self.patch, target.shape, strict=True)]
