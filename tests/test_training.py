@@ -43,8 +43,9 @@ def test_learns_the_blobs(blobs):
 
 def test_seeded_runs_are_reproducible(blobs, tiny):
     image, labels = blobs
-    a = train(image, labels, seed=3, precision="fp32", **tiny)
-    b = train(image, labels, seed=3, precision="fp32", **tiny)
+    # bit for bit only on a fixed thread count: the count chosen by speed (threads.py) changes the order of sums
+    a = train(image, labels, seed=3, precision="fp32", threads=1, **tiny)
+    b = train(image, labels, seed=3, precision="fp32", threads=1, **tiny)
     for (ka, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(va, vb), ka
 

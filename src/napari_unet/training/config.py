@@ -67,7 +67,7 @@ class TrainConfig:
     # 'auto': detect RGB-like trailing axes (or the model's channel count); None: no channel axis; else the axis
     # (the same sentinel as predict's channel_axis)
     channel_axis: int | None | str = "auto"
-    seed: int = 0
+    seed: int = 0  # the same seed and data give the same model bit for bit with a fixed `threads` count
     device: str = "auto"
     precision: str = "auto"
     # CPU threads of the network; None: chosen by the speed measured early in the run and again when it drops
