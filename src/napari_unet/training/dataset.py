@@ -53,16 +53,21 @@ def as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def checked_pairs(images, labels, what: str) -> tuple[list, list]:
+    """The images (checked) and label images as lists of one pair each; ``what``: 'image' or 'Z-stack'."""
+    images, labels = as_list(images), as_list(labels)
+    if not images:
+        raise InputError(f"No images given: give at least one {what} and its labels.")
+    if len(images) != len(labels):
+        raise InputError(f"{len(images)} images but {len(labels)} label images: give one label image per image.")
+    return [check_image(img, f"Image {k}") for k, img in enumerate(images)], labels
+
+
 def prepare_data(images, labels, cfg: TrainConfig, model=None) -> TrainingData:
     """Check the inputs and build the samples; ``model``: the model to fine-tune (its channels, classes,
     normalization and object kind are kept). A label entry is an array (read in ``cfg.mode``) or an
     ``Annotation`` with its own mode and reviewed mask. Every mistake is an ``InputError`` that says what to do."""
-    images, labels = as_list(images), as_list(labels)
-    if not images:
-        raise InputError("No images given: give at least one image and its labels.")
-    if len(images) != len(labels):
-        raise InputError(f"{len(images)} images but {len(labels)} label images: give one label image per image.")
-    images = [check_image(img, f"Image {k}") for k, img in enumerate(images)]
+    images, labels = checked_pairs(images, labels, "image")
     # labels are converted whole and annotated planes kept as float32: check that fits before reading
     pixels = sum(math.prod(np.shape(lab)) for lab in labels)
     largest = max(math.prod(img.shape) for img in images)

@@ -11,24 +11,19 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from ..images import check_fits, check_image, guess_channel_axis
+from ..images import check_fits, guess_channel_axis
 from ..labels import IGNORE, count_classes, integer_labels, labels_to_target, resolve_label_mode
 from ..meta import normalization_rule
 from ..normalization import DEFAULT_NORMALIZATION
 from ..volume import boundary_target_volume, check_volume_shape, normalize_volume, read_volume
 from .config import TrainConfig
-from .dataset import TrainingData, as_list, learn_boundaries, typical_object_size
+from .dataset import TrainingData, checked_pairs, learn_boundaries, typical_object_size
 from .patches import Sample
 
 
 def prepare_volume_data(images, labels, cfg: TrainConfig, model=None) -> TrainingData:
     """Check the volumes and their labels and build one normalized sample per volume (see ``dataset``)."""
-    images, labels = as_list(images), as_list(labels)
-    if not images:
-        raise InputError("No images given: give at least one Z-stack and its labels.")
-    if len(images) != len(labels):
-        raise InputError(f"{len(images)} images but {len(labels)} label images: give one label image per image.")
-    images = [check_image(img, f"Image {k}") for k, img in enumerate(images)]
+    images, labels = checked_pairs(images, labels, "Z-stack")
     check_fits(
         sum(20 * math.prod(np.shape(i)) for i in images),
         "Training on these volumes",
