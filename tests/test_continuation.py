@@ -164,3 +164,22 @@ def test_a_trained_model_continued_on_scribbles_labels_the_rest_itself(tiny_mode
     dense = trainer.labeler.dense[0]
     assert (dense[labels > 0] == 1).mean() > 0.8 and (dense[labels == 0] == 0).mean() > 0.8
     assert dense[15, 10:20].tolist() == [1] * 10  # the strokes stay as painted
+
+
+def test_a_continued_run_averages_its_weights_with_the_start(tiny_model, blobs):
+    """blend_previous: the kept model is the average of the starting and the trained weights (what a few
+    correcting strokes taught, without the drift of the rest of the network)."""
+    image, labels = blobs
+    start = _weights(tiny_model)
+    run = dict(mode="dense", instances=False, patch_size=32, batch_size=2, epochs=1, steps_per_epoch=3,
+               time_limit=None, val_fraction=0.3, threads=1, keep_better=False, seed=3)  # fmt: skip
+    trained = _weights(train(image, labels, model=copy.deepcopy(tiny_model), blend_previous=0.0, **run))
+    blended = _weights(train(image, labels, model=copy.deepcopy(tiny_model), blend_previous=0.5, **run))
+    floats = [k for k, a in enumerate(start) if a.dtype.kind == "f" and not np.array_equal(a, trained[k])]
+    assert floats  # the run changed the weights
+    for k in floats:
+        np.testing.assert_allclose(blended[k], 0.5 * (start[k] + trained[k]), rtol=1e-4, atol=1e-5)
+    # a first run has nothing to blend with: it trains as before
+    fresh = train(image, labels, filters=4, depth=2, blend_previous=0.5,
+                  **{k: v for k, v in run.items() if k != "keep_better"})  # fmt: skip
+    assert total_steps(fresh) == 3

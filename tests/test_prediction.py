@@ -81,3 +81,24 @@ def test_bad_inputs(tiny_model):
         predict(UNet(in_channels=2, filters=4, depth=2), np.zeros((16, 16)))
     with pytest.raises(InputError, match="overlap"):
         predict(tiny_model, np.zeros((16, 16)), tile_size=32, overlap=32)
+
+
+def test_tta_averages_the_flips_so_a_flipped_image_gives_the_flipped_labels(tiny_model, blobs, tmp_path):
+    """Test-time augmentation: the prediction of a mirrored image is the mirrored prediction (each view of the
+    dihedral group is averaged), the labels keep their shape and dtype; the CLI's --tta writes them."""
+    import tifffile
+
+    from napari_unet import predict
+    from napari_unet.checkpoint import save_model
+    from napari_unet.cli import main
+
+    image, _ = blobs
+    plain = predict(tiny_model, image, instances=True)
+    tta = predict(tiny_model, image, instances=True, tta=True)
+    assert tta.shape == plain.shape and tta.dtype == plain.dtype and tta.max() > 0
+    mirrored = predict(tiny_model, np.ascontiguousarray(image[:, ::-1]), tta=True)
+    assert np.mean(mirrored[:, ::-1] != predict(tiny_model, image, tta=True)) < 1e-3
+    model_path = save_model(tiny_model, tmp_path / "m.pt")
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    assert main(["predict", str(model_path), str(tmp_path / "a.tif"), "-o", str(tmp_path / "out"), "--tta"]) == 0
+    assert (tifffile.imread(tmp_path / "out" / "a_labels.tif") > 0).any()

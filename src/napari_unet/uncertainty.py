@@ -1,7 +1,7 @@
 """Where the model is unsure: a per-pixel map in [0, 1] (0 = sure), and the unsure regions to paint next.
 
 The map is the entropy of the class probabilities averaged over test-time flips and 90-degree rotations
-(the dihedral group, ``TTA``): a pixel whose label changes when the image is turned, or whose probability
+(the dihedral group, ``prediction.TTA``): a pixel whose label changes when the image is turned, or whose probability
 sits near the decision, is unsure. For a model trained on instance masks the entropy is of its foreground
 (1 - p(background)): interior against boundary is no mistake of the segmentation. The map is smoothed (a
 Gaussian of ``SMOOTH`` px): mistakes are regions a few pixels wide around the thin ridge where the probability
@@ -19,8 +19,6 @@ import numpy as np
 
 from .training.config import DEFAULT_THRESHOLD
 
-#: the flips and rotations averaged over (k quarter turns, then a left-right flip or not)
-TTA = ((0, False), (1, False), (2, False), (3, False), (0, True), (1, True), (2, True), (3, True))
 DEFAULT_UNSURE = 0.5  # uncertainty above which a pixel is unsure (binary: probability between ~0.11 and ~0.89)
 MIN_REGION = 16  # unsure regions smaller than this many pixels are not worth a stroke
 METHODS = ("tta", "entropy", "margin")
@@ -55,24 +53,17 @@ def tta_probabilities(model, plane: np.ndarray, device="auto", precision: str = 
     import torch
 
     from .inference import inference_network
-    from .prediction import tiled_proba
+    from .prediction import tta_proba
     from .runtime import pick_device, pick_precision
     from .tiling import DEFAULT_OVERLAP
 
     dev = pick_device(device) if not isinstance(device, torch.device) else device
     prec = pick_precision(dev, precision)
     net = inference_network(model, dev, prec)
-    total = None
-    for k, flip in TTA:
-        view = np.rot90(plane[..., ::-1] if flip else plane, k, axes=(-2, -1))
-        probs = tiled_proba(
-            net, model, np.ascontiguousarray(view), tiling.get("tile_size"), tiling.get("overlap", DEFAULT_OVERLAP),
-            tiling.get("batch_size", 4), dev, prec,
-        )  # fmt: skip
-        back = np.rot90(probs, -k, axes=(-2, -1))
-        back = back[..., ::-1] if flip else back
-        total = back.copy() if total is None else total + back
-    return (total / len(TTA)).astype(np.float32)
+    return tta_proba(
+        net, model, plane, tiling.get("tile_size"), tiling.get("overlap", DEFAULT_OVERLAP), tiling.get("batch_size", 4),
+        dev, prec,
+    )  # fmt: skip
 
 
 def plane_uncertainty(model, plane: np.ndarray, method: str = "tta", **options) -> tuple[np.ndarray, np.ndarray]:

@@ -56,7 +56,7 @@ def write_prediction(
 
 def write_prediction_zarr(model, image, path: Path, overwrite: bool, options: dict[str, Any], client=None) -> None:
     """Labels of a zarr (or any lazy) image into a zarr array: blockwise with overlap on dask, or plane by plane
-    when instances are asked for (object ids must not collide between blocks).
+    when instances are asked for (object ids must not collide between blocks) or test-time augmentation.
 
     ``client``: a ``dask.distributed`` client to compute the blocks on a cluster; None computes them here.
     """
@@ -68,10 +68,11 @@ def write_prediction_zarr(model, image, path: Path, overwrite: bool, options: di
     from .prediction import output_shape, predict
 
     with atomic_path(path, overwrite) as tmp:
-        if options.get("instances"):
+        if options.get("instances") or options.get("tta"):
             shape = output_shape(model, image, options.get("channel_axis", "auto"))
             chunks = (1,) * (len(shape) - 2) + tuple(min(s, 1024) for s in shape[-2:])
-            out = zarr.open(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=np.int32)
+            dtype = np.int32 if options.get("instances") else np.uint8
+            out = zarr.open(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype)
             predict(model, image, out=out, **options)
             return
         opts = {k: v for k, v in options.items() if k not in ("instances", "stitch_threshold")}

@@ -59,6 +59,9 @@ class TrainConfig:
     # the model it started from (or is stopped too early to judge) gives the starting model back (continuation.py)
     correction_weight: float = 2.0
     keep_better: bool = True
+    # continuing a model: its weights end as this share of the starting weights + the rest of the trained ones
+    # (0: the trained weights alone); keeps a local fix from drifting the whole network (continuation.blend)
+    blend_previous: float = 0.5
     mode: str = "auto"  # 'sparse', 'dense' or 'auto'
     multiclass: bool = False  # dense labels are class ids rather than foreground/instances
     # learn object boundaries (background / interior / boundary, see instances.py) so prediction separates
@@ -110,6 +113,8 @@ class TrainConfig:
             raise InputError(f"contrast must be >= 0, got {self.contrast}.")
         if not 0 <= self.self_training < 1:
             raise InputError(f"self_training must be in [0, 1), got {self.self_training}.")
+        if not 0 <= self.blend_previous < 1:
+            raise InputError(f"blend_previous must be in [0, 1), got {self.blend_previous}.")
         if not self.correction_weight >= 0:
             raise InputError(f"correction_weight must be >= 0, got {self.correction_weight}.")
         if not self.pseudo_weight >= 0:

@@ -28,7 +28,7 @@ from ..threads import ThreadChooser, chosen_threads
 from . import selftrain
 from .augmentation import Augmentation
 from .config import MAX_BAD_STEPS, TrainConfig, make_config
-from .continuation import begin, sampler_for, settle
+from .continuation import begin, blend, sampler_for, settle
 from .dataset import TrainingData, prepare_data
 from .events import EPOCHS, NOT_FINITE, PLATEAU, STOPPED, TIME_LIMIT, Done, Epoch, Event, Prepared, Preparing, Step
 from .losses import segmentation_loss, sparse_loss
@@ -265,7 +265,8 @@ class Trainer:
                 tiles = (labeler.tiles_done, labeler.tiles_total) if labeler else (0, 0)
                 yield Prepared(time.perf_counter() - start, *tiles, self.forest_val_dice)
             reason = yield from self._steps(start, chooser)
-            if self.steps % self.config.steps_per_epoch and self.val_blocks:
+            blended = blend(self)  # a continued run: trained and starting weights averaged (continuation.py)
+            if (blended or self.steps % self.config.steps_per_epoch) and self.val_blocks:
                 self.val_dice = self.validate()
         model = self.finish(time.perf_counter() - start)
         yield settle(self, Done(
