@@ -99,19 +99,17 @@ def error_regions(prediction: np.ndarray, truth: np.ndarray, n: int = STROKES_PE
 
 def unsure_places(uncertainty: np.ndarray, strokes: np.ndarray, n: int = STROKES_PER_ROUND) -> list[np.ndarray]:
     """The ``n`` largest unsure regions not yet annotated (what the Next unsure region button visits)."""
-    from napari_unet.uncertainty import unsure_regions
+    from scipy import ndimage as ndi
 
-    regions = unsure_regions(uncertainty, strokes)[:n]
+    from napari_unet.uncertainty import unsure_mask, unsure_regions
+
+    mask = unsure_mask(uncertainty, strokes)
+    lab, _ = ndi.label(mask)
     out = []
-    for r in regions:
-        y0, x0, y1, x1 = r.bbox
-        mask = np.zeros(uncertainty.shape, bool)
-        mask[y0:y1, x0:x1] = (uncertainty[y0:y1, x0:x1] > 0.5) & (strokes[y0:y1, x0:x1] == 0)
-        from scipy import ndimage as ndi
-
-        lab, _ = ndi.label(mask)
+    for r in unsure_regions(uncertainty, strokes)[:n]:
         cy, cx = (int(round(c)) for c in r.centroid)
-        keep = lab[cy, cx] if lab[cy, cx] else np.bincount(lab[mask]).argmax()
+        y0, x0, y1, x1 = r.bbox
+        keep = lab[cy, cx] or np.bincount(lab[y0:y1, x0:x1][mask[y0:y1, x0:x1]]).argmax()
         out.append(lab == keep)
     return out
 

@@ -87,3 +87,16 @@ def test_cli_writes_uncertainty_and_probabilities(tmp_path, tiny_model, blobs):
     assert tifffile.imread(out / "stack_uncertainty.tif").shape == (2, *image.shape)
     # never over an existing file
     assert main(args) != 0
+
+
+def test_a_thin_rim_of_doubt_is_not_an_unsure_region_unless_nothing_else_is():
+    """Every outline is a ring of doubt 1-2 px wide: the blob of doubt comes first even when the ring has more
+    pixels, and a map of rims only still gives them."""
+    u = np.zeros((80, 80), np.float32)
+    u[10, 5:75] = u[70, 5:75] = 0.9  # two long 1-px rims, 70 px each
+    u[30:37, 30:37] = 0.8  # a 7 x 7 blob, 49 px
+    regions = unsure_regions(u)
+    assert len(regions) == 1 and regions[0].area == 49
+    rims_only = u.copy()
+    rims_only[30:37, 30:37] = 0
+    assert [r.area for r in unsure_regions(rims_only)] == [70, 70]
