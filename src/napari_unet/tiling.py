@@ -154,7 +154,10 @@ def choose_tile(rates: dict, height: int, width: int, overlap: int, multiple: in
     return best
 
 
-DEFAULT_OVERLAP = 64
+# pixels shared by neighbouring tiles, blended by a ramp: 32 changed 0.02-0.06% of the labels of 64 on the tiled
+# DSB2018 image (2048 x 2048; a scribble model and a mask model, pixel Dice equal to 4 decimals) and computes
+# 6% fewer pixels there (4 tiles of 544 per axis instead of 560): prediction is bound by the network's pixels
+DEFAULT_OVERLAP = 32
 
 
 # tile_size=None (the default) picks the tile per machine and plane (choose_tile): the network's
