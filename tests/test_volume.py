@@ -205,3 +205,13 @@ def test_cli_train_volume_then_predict_and_evaluate(tmp_path, balls, capsys):
     capsys.readouterr()
     rc = main(["evaluate", "--pred", str(out / "vol_labels.tif"), "--truth", str(tmp_path / "truth.tif"), "--volume"])
     assert rc == 0 and "vol_labels.tif" in capsys.readouterr().out
+
+
+def test_2d_only_prediction_options_are_refused_for_a_volume_model(balls):
+    """A stitch threshold or test-time flips mean nothing to a volume model: said, not silently ignored."""
+    image, _ = balls
+    model = UNet(1, 1, 4, 2, spatial_dims=3)
+    with pytest.raises(InputError, match="already keep one id through Z"):
+        predict(model, image, instances=True, stitch_threshold=0.3)
+    with pytest.raises(InputError, match="for 2D models"):
+        predict(model, image, tta=True)

@@ -232,6 +232,11 @@ def iter_predict(
     if is_volume_model(model):  # a volume model segments the stack as one volume, in 3D (prediction3d)
         if tta:
             raise InputError("Test-time augmentation (tta) is for 2D models: predict a volume model without it.")
+        if stitch_threshold:
+            raise InputError(
+                "This is a volume model: its 3D objects already keep one id through Z. Leave out the stitch "
+                "threshold (--stitch-threshold), which links the objects of a 2D model plane to plane."
+            )
         from .prediction3d import iter_predict_volume
 
         yield from iter_predict_volume(model, image, channel_axis, threshold, instances, tile_size, device, precision)
