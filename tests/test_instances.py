@@ -102,7 +102,7 @@ def test_object_size_from_strokes_cleaning_and_spacing():
     assert 12 <= size <= 13
     assert object_size_from_strokes(np.ones((8, 8), np.uint8)) is None
     assert speck_size(size) == int(0.05 * np.pi * (size / 2) ** 2) and speck_size(None) == 0
-    assert watershed_spacing(None) == 4 and watershed_spacing(40.0) == 8
+    assert watershed_spacing(None) == 4 and watershed_spacing(40.0) == 13
     mask = np.zeros((40, 40), np.uint8)
     mask[5:25, 5:25] = 1
     mask[10:12, 10:12] = 0  # a 4-pixel hole

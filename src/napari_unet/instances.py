@@ -8,7 +8,7 @@ watershed draws across any waist of a binary mask.
 
 Decoding (no per-image parameter): the foreground is where the background probability is below 1 - threshold;
 the interior (p > 0.5) is cut into seeds by a distance-transform watershed spaced for the typical object size
-measured on the training masks (only where touching objects stayed joined: the learnt boundaries have
+measured on the training masks (``watershed_spacing``; only where touching objects stayed joined: the learnt boundaries have
 already separated most of them); a watershed flooding the boundary probability from the seeds, inside the
 foreground, gives every foreground pixel to an object, so objects keep their full extent (boundary
 included); specks below a fraction of the typical object area are dropped.
@@ -169,12 +169,20 @@ def _drop_small_pieces(mask: np.ndarray, max_size: int) -> np.ndarray:
     return keep[pieces]
 
 
+SEED_SPACING = 3  # seeds of one object's split lie at least its diameter / this apart
+
+
 def watershed_spacing(object_size: float | None, default: int = 4) -> int:
-    """The distance-transform watershed's ``min_distance`` for objects of this diameter (never below the default):
-    a fifth of the diameter, so that only a clear waist splits an object."""
+    """The distance-transform watershed's ``min_distance`` for objects of this diameter (never below the default).
+
+    A third of the diameter: touching objects have centres about a diameter apart, so they still split, while an
+    elongated object's distance map, whose ridge has several bumps, no longer does. A fifth (before) over-split:
+    on 4 models of the DSB2018 halves (2 splits x 150-300 steps) object F1 rose from 0.911 / 0.832 to 0.929 /
+    0.852 on average at IoU 0.5 / 0.7 (the worst from 0.883 / 0.741 to 0.908 / 0.766).
+    """
     if not object_size:
         return default
-    return max(default, int(round(object_size / 5)))
+    return max(default, int(round(object_size / SEED_SPACING)))
 
 
 def split_instances(mask: np.ndarray, min_distance: int = 4, min_size: int = 8) -> np.ndarray:
