@@ -104,6 +104,7 @@ class TrainWidget(Container):
         self._settings.multiclass.changed.connect(self._annotations.update_legend)
         self._settings.preview.changed.connect(self._on_preview_toggled)
         self._settings.preview_every.changed.connect(self._on_preview_toggled)
+        self._settings.preview_uncertainty.changed.connect(self._on_preview_toggled)
         self._viewer.layers.events.removed.connect(self._on_layer_removed)
         self.native.destroyed.connect(self._on_destroyed)
         c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
@@ -135,7 +136,8 @@ class TrainWidget(Container):
 
     def set_settings(self, **values) -> None:
         """Set advanced settings by ``TrainConfig`` name (time_limit, until_plateau, epochs, steps_per_epoch,
-        filters, depth, patch_size, batch_size, learning_rate, augment, multiclass), or preview, preview_every."""
+        filters, depth, patch_size, batch_size, learning_rate, augment, multiclass), or the preview's: preview,
+        preview_every, preview_uncertainty."""
         self._settings.set(**values)
 
     def save_model(self, path: str | Path | None = None) -> Path | None:
@@ -197,9 +199,9 @@ class TrainWidget(Container):
         """The dock as a run starts: the inbox, the preview layer, the strokes followed, the panels locked."""
         self._run_pairs = pairs
         self._previous = self._store.model
-        settings = self._settings
-        self._inbox = Inbox(preview=bool(settings.preview.value), preview_interval=float(settings.preview_every.value))
+        self._inbox = Inbox()
         self._live_preview.start_run()
+        self._live_preview.apply_settings(self._inbox, self._settings)
         self._strokes_dirty = False
         self._run.start(config)
         for _, lab in pairs:
@@ -208,7 +210,8 @@ class TrainWidget(Container):
         self._post_view()
         if self._inbox.preview:
             finetuned = self._files.finetune.value and self._store.model is not None
-            self._live_preview.prepare(pairs, self._store.model.n_classes if finetuned else 1)
+            n_classes = self._store.model.n_classes if finetuned else 1
+            self._live_preview.prepare(pairs, n_classes, self._inbox.uncertainty)
         self._set_running(True)
         self._message.value = ""
 
@@ -250,8 +253,7 @@ class TrainWidget(Container):
 
     def _on_preview_toggled(self, *_) -> None:
         if self._inbox is not None:
-            self._inbox.preview = bool(self._settings.preview.value) and not self._live_preview.off_this_run
-            self._inbox.preview_interval = float(self._settings.preview_every.value)
+            self._live_preview.apply_settings(self._inbox, self._settings)
 
     def _post_view(self) -> None:
         if self._inbox is not None:
@@ -270,9 +272,8 @@ class TrainWidget(Container):
                 self._inbox.stop()
                 self._run.stopping(f"Stopping: the layer '{layer.name}' was removed.")
                 QTimer.singleShot(0, lambda name=layer.name: self._notice_removed(name))
-            elif layer is self._live_preview.layer:
-                self._live_preview.off_this_run = True
-                self._inbox.preview = False
+            else:
+                self._live_preview.removed_during_run(layer, self._inbox)
         self._live_preview.forget(layer)
 
     def _notice_removed(self, name: str) -> None:
@@ -311,8 +312,8 @@ class TrainWidget(Container):
         kept = self._files.finish_run(done, self._previous, origin)
         self._previous = None
         self._run.done(done, self._store.model, kept, self._files.offering)
-        if kept and self._live_preview.layer is not None:
-            self._live_preview.layer.visible = False  # it shows the run's model, not the one kept
+        if kept:
+            self._live_preview.hide()  # it shows the run's model, not the one kept
         if done.skipped:
             self._report("warning", skipped_warning(done.skipped))
 
