@@ -64,6 +64,9 @@ def test_live_preview_shows_uncertainty_when_asked(qtbot, sample_viewer, message
     view = View(0, (), (100, 300), (200, 420))  # a region smaller than the image (the test's viewer is not drawn)
     monkeypatch.setattr(widget._live_preview, "current_view", lambda pairs: view)
     (r0, r1), (c0, c1) = view.rows, view.cols
+    widget.set_settings(preview_uncertainty=False)
+    assert widget._live_preview.unsure.next.native.isHidden()
+    widget.set_settings(preview_uncertainty=True)
     widget.start_training()
     (layer,) = [lay for lay in viewer.layers if roles.role(lay) == roles.UNCERTAINTY]  # added with the click
     wait_until(qtbot, lambda: not widget.running, timeout=60)
@@ -78,8 +81,8 @@ def test_live_preview_shows_uncertainty_when_asked(qtbot, sample_viewer, message
     assert not data[outside].any() and not np.asarray(preview.data)[outside].any()  # the preview's region
     layers = viewer.layers  # painting goes on undisturbed: the strokes stay on top
     assert layers.index(layers["nuclei strokes"]) > layers.index(layer)
-    panel = UncertaintyPanel(viewer, lambda *_: None)
-    assert panel.map_layer() is layer
-    region = panel.next_unsure_region()
+    assert UncertaintyPanel(viewer, lambda *_: None).map_layer() is layer  # the Predict dock's finds it too
+    assert not widget._live_preview.unsure.next.native.isHidden()  # shown while 'Show uncertainty' is ticked
+    region = widget.next_unsure_region()
     if region is not None:  # a 4 s model is unsure somewhere, mostly; where it is, it is inside the preview
         assert r0 <= region.bbox[0] and region.bbox[2] <= r1 and c0 <= region.bbox[1] and region.bbox[3] <= c1

@@ -63,7 +63,7 @@ class TrainWidget(Container):
             self._viewer, self._pairs, lambda: bool(self._settings.multiclass.value), self._message
         )
         self._files = ModelFilesPanel(self._viewer, self._store, self.pairs, lambda: self.running, self._message)
-        self._live_preview = LivePreview(self._viewer)
+        self._live_preview = LivePreview(self._viewer, self._message)
         self._run = RunProgress()
         self._train = PushButton(text="Train")
         self._stop = PushButton(text="Stop", enabled=False)
@@ -89,6 +89,7 @@ class TrainWidget(Container):
                 Container(widgets=[self._train, self._stop], layout="horizontal", labels=False),
                 self._run.bar,
                 self._run.plot_widget,
+                *self._live_preview.unsure_widgets(self._settings),
                 self._run.status,
                 self._message,
             ]
@@ -133,6 +134,10 @@ class TrainWidget(Container):
     def add_class(self) -> None:
         """Offer one more scribble label (a new class) and select it for painting."""
         self._annotations.add_class()
+
+    def next_unsure_region(self):
+        """Centre the view on the largest unsure region of the live preview not yet annotated (or None)."""
+        return self._live_preview.unsure.next_unsure_region()
 
     def set_settings(self, **values) -> None:
         """Set advanced settings by ``TrainConfig`` name (time_limit, until_plateau, epochs, steps_per_epoch,

@@ -21,8 +21,12 @@ class LivePreview:
     ``note`` says why there is no preview (e.g. a 3D view), for the status line.
     """
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer, message) -> None:
+        from ._uncertainty import UncertaintyPanel
+
         self._viewer = viewer
+        # 'Next unsure region' over the uncertainty layer (shown with 'Show uncertainty')
+        self.unsure = UncertaintyPanel(viewer, message, "tick 'Show uncertainty' (Advanced settings) and train.")
         self.layer = None
         self._image = None  # the image layer the preview layer belongs to
         self.unsure_layer = None  # the preview's uncertainty layer (an Image, found by 'Next unsure region')
@@ -47,6 +51,19 @@ class LivePreview:
         inbox.preview = bool(settings.preview.value) and not self.off_this_run
         inbox.preview_interval = float(settings.preview_every.value)
         inbox.uncertainty = bool(settings.preview_uncertainty.value) and not self.unsure_off_this_run
+
+    def unsure_widgets(self, settings) -> list:
+        """'Next unsure region' and its status line, shown while 'Show uncertainty' is ticked."""
+        widgets = [self.unsure.next, self.unsure.status]
+
+        def follow(*_) -> None:
+            for w in widgets:
+                w.visible = bool(settings.preview_uncertainty.value)
+
+        settings.preview_uncertainty.changed.connect(follow)
+        if not settings.preview_uncertainty.value:
+            follow()  # (never shown before they have a parent: they would pop up as windows)
+        return widgets
 
     def removed_during_run(self, layer, inbox) -> None:
         """The user removed a preview layer while training: that part of the preview stops for this run."""
