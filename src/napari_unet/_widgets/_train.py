@@ -8,28 +8,25 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui.widgets import Container, PushButton
 from qtpy.QtCore import QTimer
 
 from ..errors import InputError
 from ..jobs.train_session import Inbox, train_rounds
-from ..labels import MASKS_SHORT, PAINT_FIRST, SCRIBBLES_SHORT
 from ..training.events import Done, Epoch, Notice, Preparing, Preview, Round, Step
-from ..volume import anisotropy_from_scale
 from . import _common as c
-from ._corrections import is_correction, one_class_note, reviewed_of, training_labels
+from ._corrections import one_class_note, training_labels
 from ._model_files import ModelFilesPanel
 from ._state import get_store
 from ._train_annotations import AnnotationsPanel
+from ._train_inputs import checked_pairs, run_mode, session_inputs
 from ._train_pairs import PairsPanel
 from ._train_preview import LivePreview
 from ._train_progress import RunProgress, skipped_warning
-from ._train_settings import SettingsPanel
+from ._train_settings import PREVIEW, SettingsPanel
 from ._warm_up import warm_up_in_background
 from ._worker import WorkerRunner
 
@@ -103,9 +100,8 @@ class TrainWidget(Container):
         self._train.changed.connect(c.guarded(self.start_training, self._message))
         self._stop.changed.connect(self.stop_training)
         self._settings.multiclass.changed.connect(self._annotations.update_legend)
-        self._settings.preview.changed.connect(self._on_preview_toggled)
-        self._settings.preview_every.changed.connect(self._on_preview_toggled)
-        self._settings.preview_uncertainty.changed.connect(self._on_preview_toggled)
+        for name in PREVIEW:  # the preview's settings apply at once, while training runs too
+            getattr(self._settings, name).changed.connect(self._on_preview_toggled)
         self._viewer.layers.events.removed.connect(self._on_layer_removed)
         self.native.destroyed.connect(self._on_destroyed)
         c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
@@ -140,9 +136,8 @@ class TrainWidget(Container):
         return self._live_preview.unsure.next_unsure_region()
 
     def set_settings(self, **values) -> None:
-        """Set advanced settings by ``TrainConfig`` name (time_limit, until_plateau, epochs, steps_per_epoch,
-        filters, depth, patch_size, batch_size, learning_rate, augment, multiclass), or the preview's: preview,
-        preview_every, preview_uncertainty."""
+        """Set advanced settings by ``TrainConfig`` name (time_limit, epochs, filters, patch_size, ...: ``TRAINING``
+        in ``_train_settings``), or the live preview's (preview, preview_every, preview_uncertainty)."""
         self._settings.set(**values)
 
     def save_model(self, path: str | Path | None = None) -> Path | None:
@@ -161,7 +156,7 @@ class TrainWidget(Container):
         """The core ``TrainConfig`` from the widgets (raises ``InputError`` for impossible values)."""
         from ..training import TrainConfig
 
-        mode = _run_mode(self._annotations.mode.value, self.pairs())
+        mode = run_mode(self._annotations.mode.value, self.pairs())
         return TrainConfig(mode=mode, **self._settings.overrides())
 
     # ------------------------------------------------------------------------------------------ run control
@@ -177,11 +172,15 @@ class TrainWidget(Container):
         self._annotations.settle_guess()
         if not c.image_layers(self._viewer):
             raise InputError("There is no image layer: open an image first (File > Open Sample > U-Net).")
-        pairs = _checked(self.pairs())
+        pairs = checked_pairs(self.pairs())
         config = self.config()
         model = self._files.model_to_continue()
-        images, labels, rgb, config = _session_inputs(pairs, config)
+        images, labels, rgb, config = session_inputs(pairs, config)
         self._begin_run(pairs, config)
+        if self._pseudo is None:  # pseudo-labelling work (pixel features, planes) kept across Train clicks
+            from ..training.pseudo import PseudoCache
+
+            self._pseudo = PseudoCache()
         self._runner.start(
             train_rounds,
             images,
@@ -190,7 +189,7 @@ class TrainWidget(Container):
             model,
             self._inbox,
             rgb,
-            self._pseudo_cache(),
+            self._pseudo,
             on_yield=self._on_event,
             on_error=self._on_error,
             on_finish=self._on_finish,
@@ -219,14 +218,6 @@ class TrainWidget(Container):
             self._live_preview.prepare(pairs, n_classes, self._inbox.uncertainty)
         self._set_running(True)
         self._message.value = ""
-
-    def _pseudo_cache(self):
-        """Pseudo-labelling work (pixel features, finished planes) kept across Train clicks of this widget."""
-        if self._pseudo is None:
-            from ..training.pseudo import PseudoCache
-
-            self._pseudo = PseudoCache()
-        return self._pseudo
 
     def stop_training(self) -> None:
         """Stop after the current step; the model trained so far is kept."""
@@ -346,55 +337,3 @@ class TrainWidget(Container):
             self._inbox.stop()
         self._runner.abandon()
         self._annotations.abandon()
-
-
-def _run_mode(mode: str | None, pairs: list[tuple]) -> str:
-    """The run's label mode ('Labels are'); corrections carry their own, so with only them it is 'dense'."""
-    if mode is None and pairs and all(is_correction(lab) for _, lab in pairs):
-        return "dense"
-    if mode is None:
-        raise InputError(
-            f"Choose what the labels are in 'Labels are': scribbles ({SCRIBBLES_SHORT}) or complete masks "
-            f"({MASKS_SHORT})."
-        )
-    return mode
-
-
-def _checked(pairs: list[tuple]) -> list[tuple]:
-    """The pairs to train on; ``InputError`` when they cannot be trained on."""
-    if not pairs:
-        raise InputError(
-            "No annotations chosen: tick an image and pick its Labels layer, or click 'New scribble layer' "
-            f"and {PAINT_FIRST}."
-        )
-    for image, labels in pairs:
-        if tuple(labels.data.shape) != c.layer_spatial_shape(image):
-            raise InputError(
-                f"'{labels.name}' has shape {tuple(labels.data.shape)} but '{image.name}' has "
-                f"{c.layer_spatial_shape(image)}: annotations must cover the image pixel for pixel."
-            )
-        if is_correction(labels):
-            if not reviewed_of(labels).any():
-                raise InputError(
-                    f"Nothing in '{labels.name}' is reviewed yet: fix some objects, or click 'Mark plane reviewed' "
-                    "(Predict dock) for a plane that is right as it is. Unreviewed pixels do not train."
-                )
-        elif not np.any(labels.data):
-            raise InputError(f"Nothing is annotated in '{labels.name}': {PAINT_FIRST} first.")
-    return pairs
-
-
-def _session_inputs(pairs: list[tuple], config: TrainConfig) -> tuple[list, list[np.ndarray], list[bool], TrainConfig]:
-    """The session's images (not copied), copies of the annotations (it never sees the live layers; a correction
-    layer as a dense ``Annotation`` of what was reviewed), which images are RGB, and the config with their
-    channel axis."""
-    rgb = [bool(getattr(img, "rgb", False)) for img, _ in pairs]
-    if any(rgb):
-        if not all(rgb):
-            raise InputError("Train on RGB images or on single-channel images, not both at once.")
-        config = dataclasses.replace(config, channel_axis=-1)
-    images = [c.layer_array(img) for img, _ in pairs]
-    labels = [training_labels(lab) for _, lab in pairs]
-    if config.volume and config.anisotropy is None:  # a volume's Z / XY spacing from the layer's scale
-        config = dataclasses.replace(config, anisotropy=anisotropy_from_scale(getattr(pairs[0][0], "scale", None)))
-    return images, labels, rgb, config
