@@ -9,6 +9,7 @@ from .. import layer_roles as roles
 from ..training.events import Preview, View
 from . import _colors as colors
 from . import _common as c
+from ._layer_turns import append_in_turns
 
 MAX_MIRRORED_PLANE = 4096 * 4096  # up to this plane size the preview layer holds a whole plane (written in place)
 MIN_VIEW_SIDE = 64  # the preview predicts at least this many pixels per side, so the network sees some context
@@ -97,7 +98,9 @@ class LivePreview:
         return layer is not None and layer in self._viewer.layers and owner is image
 
     def _add_layer(self, pairs: list[tuple], image, data: np.ndarray, translate, n_classes: int):
-        layer = self._viewer.add_labels(
+        from napari.layers import Labels
+
+        layer = Labels(
             data,
             name=c.unique_name(self._viewer, f"{image.name} preview"),
             scale=image.scale,
@@ -107,6 +110,7 @@ class LivePreview:
             metadata={roles.ROLE_KEY: roles.PREVIEW},
         )
         layer.editable = False
+        append_in_turns(self._viewer, layer, select=False)  # napari's work for it spread over turns
         self.layer, self._image = layer, image
         self._below_annotations(pairs, image, layer)
         return layer
@@ -114,7 +118,7 @@ class LivePreview:
     def _add_unsure(self, pairs: list[tuple], image, data: np.ndarray, translate):
         from ._uncertainty import add_uncertainty_layer
 
-        layer = add_uncertainty_layer(self._viewer, image, data, translate)
+        layer = add_uncertainty_layer(self._viewer, image, data, translate, select=False)
         self.unsure_layer, self._unsure_image = layer, image
         self._below_annotations(pairs, image, layer)
         return layer

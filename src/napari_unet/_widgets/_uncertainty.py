@@ -17,6 +17,7 @@ from .. import layer_roles as roles
 from ..errors import InputError
 from . import _common as c
 from ._corrections import is_correction, reviewed_of
+from ._layer_turns import append_in_turns
 from ._pairing import looks_like_truth
 
 COMPUTE_TIP = (
@@ -33,10 +34,13 @@ COLORMAP = "magma"
 OPACITY = 0.5
 
 
-def add_uncertainty_layer(viewer, image, data: np.ndarray, translate=None):
+def add_uncertainty_layer(viewer, image, data: np.ndarray, translate=None, select: bool = True):
     """An uncertainty layer over ``image`` (after Predict, or the Train dock's live preview): one look for both,
-    and the role by which 'Next unsure region' finds it."""
-    return viewer.add_image(
+    and the role by which 'Next unsure region' finds it. Its selection (if ``select``) follows in a later
+    event-loop turn (``_layer_turns``)."""
+    from napari.layers import Image
+
+    layer = Image(
         data,
         name=c.unique_name(viewer, f"{image.name} uncertainty"),
         scale=image.scale[-data.ndim :],
@@ -47,6 +51,8 @@ def add_uncertainty_layer(viewer, image, data: np.ndarray, translate=None):
         contrast_limits=(0.0, 1.0),
         metadata={roles.ROLE_KEY: roles.UNCERTAINTY, roles.SOURCE_KEY: image.name},
     )
+    append_in_turns(viewer, layer, select)
+    return layer
 
 
 class UncertaintyPanel:
