@@ -23,6 +23,7 @@ from qtpy.QtCore import QTimer
 log = logging.getLogger("napari_unet")
 
 DEFERRED_OVERLAYS = ("polygon", "brush_stroke")  # Labels' editing overlays, made visible in later turns
+Step = tuple[str, Callable[[], object]]  # what it does, in a few words; the call
 
 
 def add_labels_in_turns(viewer, data, select: bool = True, **kwargs):
@@ -38,8 +39,8 @@ def append_in_turns(viewer, layer, select: bool = True) -> None:
     """Append ``layer`` now (its visual, controls and row); its editing overlays, then its selection (if
     ``select``), each in a turn of its own."""
     overlays = getattr(layer, "_overlays", {})
-    hidden = [overlays[k] for k in DEFERRED_OVERLAYS if k in overlays and getattr(overlays[k], "visible", False)]
-    for overlay in hidden:
+    hidden = [(k, overlays[k]) for k in DEFERRED_OVERLAYS if k in overlays and getattr(overlays[k], "visible", False)]
+    for _, overlay in hidden:
         overlay.visible = False
     layers = viewer.layers
     activate = getattr(layers, "_activate_on_insert", None)
@@ -51,22 +52,28 @@ def append_in_turns(viewer, layer, select: bool = True) -> None:
         if isinstance(activate, bool):
             layers._activate_on_insert = activate
     # an overlay is shown again even if the layer was removed meanwhile: a layer put back keeps its tools
-    steps: list[Callable[[], object]] = [lambda o=o: setattr(o, "visible", True) for o in hidden]
+    steps: list[Step] = [(f"{k} overlay", lambda o=o: setattr(o, "visible", True)) for k, o in hidden]
     if select and isinstance(activate, bool):  # (without the flag, the plain append selected it already)
-        steps.append(lambda: layer in viewer.layers and setattr(viewer.layers.selection, "active", layer))
+        steps.append(("select", lambda: layer in viewer.layers and setattr(viewer.layers.selection, "active", layer)))
     in_turns(steps)
 
 
-def in_turns(steps: list[Callable[[], object]]) -> None:
+def in_turns(steps: list[Step]) -> None:
     """Run ``steps`` one per event-loop turn, in order (a failing step does not stop the next)."""
     if not steps:
         return
 
     def run() -> None:
-        try:
-            steps[0]()
-        except Exception:  # a nicety of napari's (a tool's overlay, the selection): never worth an error
-            log.debug("a deferred step of adding a layer failed", exc_info=True)
+        run_step(*steps[0])
         in_turns(steps[1:])
 
     QTimer.singleShot(0, run)
+
+
+def run_step(what: str, step: Callable[[], object]) -> None:
+    """One deferred step, ``what`` it does in a few words (a module function, so that ``benchmarks/gui_stall.py``
+    can time each)."""
+    try:
+        step()
+    except Exception:  # a nicety of napari's (a tool's overlay, the selection): never worth an error
+        log.debug("a deferred step of adding a layer failed", exc_info=True)
