@@ -68,10 +68,15 @@ def test_live_preview_shows_uncertainty_when_asked(qtbot, sample_viewer, message
     assert widget._live_preview.unsure.next.native.isHidden()
     widget.set_settings(preview_uncertainty=True)
     widget.start_training()
-    (layer,) = [lay for lay in viewer.layers if roles.role(lay) == roles.UNCERTAINTY]  # added with the click
+
+    def unsure_layers():
+        return [lay for lay in viewer.layers if roles.role(lay) == roles.UNCERTAINTY]
+
+    wait_until(qtbot, lambda: len(unsure_layers()) == 1, timeout=5)  # added in the turn after the click
+    (layer,) = unsure_layers()
     wait_until(qtbot, lambda: not widget.running, timeout=60)
     assert not messages["error"], messages
-    assert [lay for lay in viewer.layers if roles.role(lay) == roles.UNCERTAINTY] == [layer]  # no new layer
+    assert unsure_layers() == [layer]  # no new layer: updated in place
     assert layer.name == "nuclei uncertainty" and layer.colormap.name == "magma" and layer.visible
     data, preview = np.asarray(layer.data), viewer.layers["nuclei preview"]
     assert data.dtype == np.float32 and data.shape == preview.data.shape == (512, 512)

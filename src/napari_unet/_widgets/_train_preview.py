@@ -9,7 +9,7 @@ from .. import layer_roles as roles
 from ..training.events import Preview, View
 from . import _colors as colors
 from . import _common as c
-from ._layer_turns import append_in_turns
+from ._layer_turns import append_in_turns, in_turns
 
 MAX_MIRRORED_PLANE = 4096 * 4096  # up to this plane size the preview layer holds a whole plane (written in place)
 MIN_VIEW_SIDE = 64  # the preview predicts at least this many pixels per side, so the network sees some context
@@ -92,6 +92,12 @@ class LivePreview:
         if not self._current(self.layer, self._image, image):
             self._add_layer(pairs, image, np.zeros(shape, np.uint8), image.translate, n_classes)
         if uncertainty and not self._current(self.unsure_layer, self._unsure_image, image):
+            # in the next event-loop turn: two new layers in one turn would make the click wait twice as long
+            in_turns([("uncertainty layer", lambda: self._prepare_unsure(pairs, image, shape))])
+
+    def _prepare_unsure(self, pairs: list[tuple], image, shape: tuple[int, ...]) -> None:
+        """The empty uncertainty layer, unless a preview made it already (or its image is gone)."""
+        if not self._current(self.unsure_layer, self._unsure_image, image) and image in self._viewer.layers:
             self._add_unsure(pairs, image, np.zeros(shape, np.float32), image.translate)
 
     def _current(self, layer, owner, image) -> bool:
