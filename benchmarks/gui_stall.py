@@ -10,7 +10,8 @@ ground truth after choosing 2048 x 2048 scribbles for training. Run it with a se
     xvfb-run -a python benchmarks/gui_stall.py --busy      # the same, the neighbour started and killed here
 
 Prints the max gap, 99th percentile and count of gaps over 100 ms, for each phase, and the time
-spent in each of the widgets' GUI-thread handlers (max and total ms, per event type): the handler figures are
+spent in each of the widgets' GUI-thread handlers (max and total ms, per event type; ``_layer_turns.run_step``: the
+parts of napari's work for a new layer deferred to later event-loop turns): the handler figures are
 robust when other processes load the machine, the wall-clock stall figures are not (the load average is printed).
 By default trains a small network (16 filters, depth 3) so the measurement is about the GUI, not the CPU;
 ``--defaults`` uses the widget's default network. A target: max stall < 100 ms.
@@ -120,8 +121,12 @@ class HandlerTimes:
             (getattr(importlib.import_module(f"napari_unet._widgets.{module}"), name), names)
             for module, name, names in self.TRAIN
         ]
-        for cls, names in (*classes, (PredictWidget, self.PREDICT), (MetricsWidget, self.METRICS)):
-            owner = cls.__name__.replace("Widget", "")
+        from napari_unet._widgets import _layer_turns
+
+        for cls, names in (
+            *classes, (PredictWidget, self.PREDICT), (MetricsWidget, self.METRICS), (_layer_turns, ("run_step",)),
+        ):  # fmt: skip
+            owner = getattr(cls, "__name__", "").rpartition(".")[2].replace("Widget", "")
             for name in names:
                 setattr(cls, name, self._wrap(owner, name, getattr(cls, name)))
 
@@ -131,6 +136,8 @@ class HandlerTimes:
             key = f"{owner}.{name}"
             if name == "_on_event" and len(args) > 1:
                 key += f"({type(args[1]).__name__})"
+            elif name == "run_step" and args:
+                key += f"({args[0]})"
             profiler = None
             if self.profile:
                 import cProfile

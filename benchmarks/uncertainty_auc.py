@@ -9,6 +9,7 @@ pixels the prediction gets wrong (foreground vs ground truth):
 - margin: 1 - (top probability - second) of one pass;
 - tta: entropy of the probabilities averaged over the 8 flips and 90-degree rotations (``uncertainty.TTA``);
 - tta_std: the spread (2 x standard deviation) of the foreground probability over those 8 passes;
+- entropy_blur: entropy smoothed as ``uncertainty.SMOOTH`` (the live preview's map, ``jobs/previews.py``);
 - forest: disagreement of the U-Net with the pseudo-labelling forest (|p_unet - p_forest|).
 
     python benchmarks/uncertainty_auc.py            # both splits, 10 epochs of 20 steps
@@ -18,6 +19,7 @@ One run (both splits, 200 steps, bf16, one thread on a busy 2-core AMD EPYC, loa
 
     entropy 0.842 / 0.861, margin 0.842 / 0.861, tta 0.869 / 0.891, tta_std 0.886 / 0.904, forest 0.660 / 0.822,
     tta_mix 0.872 / 0.894, tta_blur 0.936 / 0.933   -> uncertainty.py: tta smoothed by a 1 px Gaussian
+    entropy_blur 0.927 / 0.923 (the same run's other figures identical; load average 2.3) -> the live preview's
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         maps["tta_mix"] = 0.5 * (maps["tta"] + np.clip(maps["tta_std"], 0, 1))
         maps["tta_blur"] = gaussian_filter(maps["tta"], 1.0)
+        maps["entropy_blur"] = gaussian_filter(maps["entropy"], 1.0)  # the Train dock's live preview map
         wrong_tta = (fg(mean) > 0.5) != test_truth
         print(f"train {split}: {wrong.mean():.3%} of the unseen half wrong (TTA-averaged: {wrong_tta.mean():.3%})")
         for name, m in maps.items():

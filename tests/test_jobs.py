@@ -49,3 +49,36 @@ def test_score_job_rows_means_and_csv_rows():
     assert mean[MEAN] and mean["image"] == "mean" and mean["dice"] == (scored.rows[0]["dice"] + 1.0) / 2
     rows = csv_rows(scored.rows + scored.means)
     assert [r["image"] for r in rows] == ["a", "b"] and all(list(r) == list(COLUMNS) for r in rows)
+
+
+def test_previews_map_uncertainty_of_the_same_box_when_asked(tiny_model, blobs):
+    """The live preview's uncertainty: the box's shape, in [0, 1], from the probabilities its labels come from."""
+    from napari_unet.jobs.previews import Previewer
+    from napari_unet.training.events import View
+
+    image, _ = blobs
+    previewer = Previewer([image], [False])
+    view = View(0, (), (4, 44), (8, 56))
+    labels, unsure = previewer.with_uncertainty(tiny_model, view)
+    np.testing.assert_array_equal(labels, previewer(tiny_model, view))
+    assert unsure.shape == labels.shape == (40, 48) and unsure.dtype == np.float32
+    assert unsure.min() >= 0.0 and unsure.max() <= 1.0 and unsure.max() > 0.0
+
+
+def test_train_session_previews_carry_uncertainty_only_when_asked(blobs):
+    from napari_unet.jobs.train_session import Inbox, train_rounds
+    from napari_unet.training import Preview, TrainConfig, View
+
+    image, mask = blobs
+    cfg = TrainConfig(time_limit=None, epochs=1, steps_per_epoch=3, filters=4, depth=2, patch_size=32, batch_size=2)
+    for asked in (True, False):
+        inbox = Inbox(preview=True, preview_interval=0.0, uncertainty=asked)
+        inbox.post_view(View(0, (), (0, 40), (8, 48)))
+        previews = [e for e in train_rounds([image], [(mask > 0).astype(np.uint8)], cfg, None, inbox)
+                    if isinstance(e, Preview)]  # fmt: skip
+        assert previews and all(p.labels.shape == (40, 40) for p in previews)
+        if asked:
+            assert all(p.uncertainty.shape == (40, 40) and 0 <= p.uncertainty.min() <= p.uncertainty.max() <= 1
+                       for p in previews)  # fmt: skip
+        else:
+            assert all(p.uncertainty is None for p in previews)

@@ -46,3 +46,48 @@ def test_next_unsure_region_skips_what_is_annotated(sample_viewer, predicted):  
     widget._corrections.mark_plane_reviewed(corrections)
     assert widget.next_unsure_region() is None
     assert "No unsure region left" in widget._uncertainty.status.value
+
+
+def test_live_preview_shows_uncertainty_when_asked(qtbot, sample_viewer, messages, monkeypatch):
+    """'Show uncertainty': each U-Net preview also fills one '... uncertainty' layer (updated in place) in the
+    same region as the preview's labels; 'Next unsure region' works from it."""
+    from napari_unet._widgets._train import TrainWidget
+    from napari_unet._widgets._uncertainty import UncertaintyPanel
+    from napari_unet.training.events import View
+
+    from .conftest import TINY, wait_until
+
+    viewer = sample_viewer
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    widget.set_settings(**{**TINY, "time_limit": 4, "preview_every": 1, "preview_uncertainty": True})
+    view = View(0, (), (100, 300), (200, 420))  # a region smaller than the image (the test's viewer is not drawn)
+    monkeypatch.setattr(widget._live_preview, "current_view", lambda pairs: view)
+    (r0, r1), (c0, c1) = view.rows, view.cols
+    widget.set_settings(preview_uncertainty=False)
+    assert widget._live_preview.unsure.next.native.isHidden()
+    widget.set_settings(preview_uncertainty=True)
+    widget.start_training()
+
+    def unsure_layers():
+        return [lay for lay in viewer.layers if roles.role(lay) == roles.UNCERTAINTY]
+
+    wait_until(qtbot, lambda: len(unsure_layers()) == 1, timeout=5)  # added in the turn after the click
+    (layer,) = unsure_layers()
+    wait_until(qtbot, lambda: not widget.running, timeout=60)
+    assert not messages["error"], messages
+    assert unsure_layers() == [layer]  # no new layer: updated in place
+    assert layer.name == "nuclei uncertainty" and layer.colormap.name == "magma" and layer.visible
+    data, preview = np.asarray(layer.data), viewer.layers["nuclei preview"]
+    assert data.dtype == np.float32 and data.shape == preview.data.shape == (512, 512)
+    assert data.min() >= 0 and data.max() <= 1 and data[r0:r1, c0:c1].max() > 0
+    outside = np.ones(data.shape, bool)
+    outside[r0:r1, c0:c1] = False
+    assert not data[outside].any() and not np.asarray(preview.data)[outside].any()  # the preview's region
+    layers = viewer.layers  # painting goes on undisturbed: the strokes stay on top
+    assert layers.index(layers["nuclei strokes"]) > layers.index(layer)
+    assert UncertaintyPanel(viewer, lambda *_: None).map_layer() is layer  # the Predict dock's finds it too
+    assert not widget._live_preview.unsure.next.native.isHidden()  # shown while 'Show uncertainty' is ticked
+    region = widget.next_unsure_region()
+    if region is not None:  # a 4 s model is unsure somewhere, mostly; where it is, it is inside the preview
+        assert r0 <= region.bbox[0] and region.bbox[2] <= r1 and c0 <= region.bbox[1] and region.bbox[3] <= c1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet._widgets._metrics import MetricsWidget
-from napari_unet._widgets._train import TrainWidget, _session_inputs
+from napari_unet._widgets._train import TrainWidget
+from napari_unet._widgets._train_inputs import session_inputs
 from napari_unet.jobs.predict import image_job, predict_job
 from napari_unet.jobs.previews import Previewer
 from napari_unet.model import UNet
@@ -27,7 +28,7 @@ def test_train_dock_volume_setting_takes_anisotropy_from_the_layer_scale(make_na
     widget.set_settings(volume=True, anisotropy=0)
     config = widget.config()
     assert config.volume and config.anisotropy is None
-    *_, config = _session_inputs([(image, labels)], config)
+    *_, config = session_inputs([(image, labels)], config)
     assert config.anisotropy == 6.0
     widget.set_settings(anisotropy=2.0)
     assert widget.config().anisotropy == 2.0

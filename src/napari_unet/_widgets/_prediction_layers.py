@@ -13,6 +13,7 @@ from ..jobs.predict import ImageJob
 from . import _colors as colors
 from . import _common as c
 from ._corrections import tag_prediction
+from ._layer_turns import append_in_turns
 from ._polygons import POLYGON_STYLE
 
 
@@ -46,9 +47,12 @@ class PredictionLayers:
 
     def add(self, k: int, instances: bool, contours: bool) -> None:
         """Add the Labels layer of job ``k`` (its Shapes layer comes in another event-loop turn: ``add_shapes``;
-        each costs napari 0.1-0.3 s of the GUI thread, too much for one turn)."""
+        each costs napari 0.1-0.3 s of the GUI thread, too much for one turn: napari's own work for the Labels
+        layer is spread over turns too, ``_layer_turns``)."""
+        from napari.layers import Labels
+
         job, image = self.jobs[k], self.sources[k]
-        layer = self._viewer.add_labels(
+        layer = Labels(
             job.out,
             name=c.unique_name(self._viewer, f"{image.name} prediction"),
             scale=image.scale,
@@ -61,21 +65,25 @@ class PredictionLayers:
                 roles.INSTANCES_KEY: instances,
             },
         )
+        # styled before it is in the viewer, so napari draws it once
         if not instances:  # classes in the palette of the strokes, legend and preview
             layer.colormap = colors.class_colormap(max(1, self._n_classes))
         layer.contour = 1 if contours else 0
         layer.editable = False  # the job writes planes into its array: no painting until the image is done
         tag_prediction(layer)
+        append_in_turns(self._viewer, layer)
         self._hide_previews()
         self.labels[k] = layer
         self.outputs.append(layer)
 
     def add_shapes(self, k: int) -> None:
         """Add job ``k``'s empty Shapes layer for its polygons (once its Labels layer is there, and still is)."""
+        from napari.layers import Shapes
+
         job, image, layer = self.jobs[k], self.sources[k], self.labels[k]
         if self.shapes[k] is not None or layer is None or layer not in self._viewer.layers:
             return
-        self.shapes[k] = self._viewer.add_shapes(
+        self.shapes[k] = Shapes(
             None,
             ndim=len(job.out.shape),
             name=c.unique_name(self._viewer, f"{image.name} polygons"),
@@ -84,6 +92,7 @@ class PredictionLayers:
             metadata={roles.ROLE_KEY: roles.POLYGONS, roles.SOURCE_KEY: image.name},
             **POLYGON_STYLE,
         )
+        append_in_turns(self._viewer, self.shapes[k], select=False)  # the prediction stays the active layer
         self._viewer.layers.selection.active = layer
 
     def _hide_previews(self) -> None:

@@ -8,28 +8,25 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui.widgets import Container, PushButton
 from qtpy.QtCore import QTimer
 
 from ..errors import InputError
 from ..jobs.train_session import Inbox, train_rounds
-from ..labels import MASKS_SHORT, PAINT_FIRST, SCRIBBLES_SHORT
 from ..training.events import Done, Epoch, Notice, Preparing, Preview, Round, Step
-from ..volume import anisotropy_from_scale
 from . import _common as c
-from ._corrections import is_correction, one_class_note, reviewed_of, training_labels
+from ._corrections import one_class_note, training_labels
 from ._model_files import ModelFilesPanel
 from ._state import get_store
 from ._train_annotations import AnnotationsPanel
+from ._train_inputs import checked_pairs, run_mode, session_inputs
 from ._train_pairs import PairsPanel
 from ._train_preview import LivePreview
 from ._train_progress import RunProgress, skipped_warning
-from ._train_settings import SettingsPanel
+from ._train_settings import PREVIEW, SettingsPanel
 from ._warm_up import warm_up_in_background
 from ._worker import WorkerRunner
 
@@ -63,7 +60,7 @@ class TrainWidget(Container):
             self._viewer, self._pairs, lambda: bool(self._settings.multiclass.value), self._message
         )
         self._files = ModelFilesPanel(self._viewer, self._store, self.pairs, lambda: self.running, self._message)
-        self._live_preview = LivePreview(self._viewer)
+        self._live_preview = LivePreview(self._viewer, self._message)
         self._run = RunProgress()
         self._train = PushButton(text="Train")
         self._stop = PushButton(text="Stop", enabled=False)
@@ -89,6 +86,7 @@ class TrainWidget(Container):
                 Container(widgets=[self._train, self._stop], layout="horizontal", labels=False),
                 self._run.bar,
                 self._run.plot_widget,
+                *self._live_preview.unsure_widgets(self._settings),
                 self._run.status,
                 self._message,
             ]
@@ -102,8 +100,8 @@ class TrainWidget(Container):
         self._train.changed.connect(c.guarded(self.start_training, self._message))
         self._stop.changed.connect(self.stop_training)
         self._settings.multiclass.changed.connect(self._annotations.update_legend)
-        self._settings.preview.changed.connect(self._on_preview_toggled)
-        self._settings.preview_every.changed.connect(self._on_preview_toggled)
+        for name in PREVIEW:  # the preview's settings apply at once, while training runs too
+            getattr(self._settings, name).changed.connect(self._on_preview_toggled)
         self._viewer.layers.events.removed.connect(self._on_layer_removed)
         self.native.destroyed.connect(self._on_destroyed)
         c.tabify_later(self)  # docked beside another napari-unet dock: one tab each, not stacked
@@ -133,9 +131,13 @@ class TrainWidget(Container):
         """Offer one more scribble label (a new class) and select it for painting."""
         self._annotations.add_class()
 
+    def next_unsure_region(self):
+        """Centre the view on the largest unsure region of the live preview not yet annotated (or None)."""
+        return self._live_preview.unsure.next_unsure_region()
+
     def set_settings(self, **values) -> None:
-        """Set advanced settings by ``TrainConfig`` name (time_limit, until_plateau, epochs, steps_per_epoch,
-        filters, depth, patch_size, batch_size, learning_rate, augment, multiclass), or preview, preview_every."""
+        """Set advanced settings by ``TrainConfig`` name (time_limit, epochs, filters, patch_size, ...: ``TRAINING``
+        in ``_train_settings``), or the live preview's (preview, preview_every, preview_uncertainty)."""
         self._settings.set(**values)
 
     def save_model(self, path: str | Path | None = None) -> Path | None:
@@ -154,7 +156,7 @@ class TrainWidget(Container):
         """The core ``TrainConfig`` from the widgets (raises ``InputError`` for impossible values)."""
         from ..training import TrainConfig
 
-        mode = _run_mode(self._annotations.mode.value, self.pairs())
+        mode = run_mode(self._annotations.mode.value, self.pairs())
         return TrainConfig(mode=mode, **self._settings.overrides())
 
     # ------------------------------------------------------------------------------------------ run control
@@ -170,11 +172,15 @@ class TrainWidget(Container):
         self._annotations.settle_guess()
         if not c.image_layers(self._viewer):
             raise InputError("There is no image layer: open an image first (File > Open Sample > U-Net).")
-        pairs = _checked(self.pairs())
+        pairs = checked_pairs(self.pairs())
         config = self.config()
         model = self._files.model_to_continue()
-        images, labels, rgb, config = _session_inputs(pairs, config)
+        images, labels, rgb, config = session_inputs(pairs, config)
         self._begin_run(pairs, config)
+        if self._pseudo is None:  # pseudo-labelling work (pixel features, planes) kept across Train clicks
+            from ..training.pseudo import PseudoCache
+
+            self._pseudo = PseudoCache()
         self._runner.start(
             train_rounds,
             images,
@@ -183,7 +189,7 @@ class TrainWidget(Container):
             model,
             self._inbox,
             rgb,
-            self._pseudo_cache(),
+            self._pseudo,
             on_yield=self._on_event,
             on_error=self._on_error,
             on_finish=self._on_finish,
@@ -197,9 +203,9 @@ class TrainWidget(Container):
         """The dock as a run starts: the inbox, the preview layer, the strokes followed, the panels locked."""
         self._run_pairs = pairs
         self._previous = self._store.model
-        settings = self._settings
-        self._inbox = Inbox(preview=bool(settings.preview.value), preview_interval=float(settings.preview_every.value))
+        self._inbox = Inbox()
         self._live_preview.start_run()
+        self._live_preview.apply_settings(self._inbox, self._settings)
         self._strokes_dirty = False
         self._run.start(config)
         for _, lab in pairs:
@@ -208,17 +214,10 @@ class TrainWidget(Container):
         self._post_view()
         if self._inbox.preview:
             finetuned = self._files.finetune.value and self._store.model is not None
-            self._live_preview.prepare(pairs, self._store.model.n_classes if finetuned else 1)
+            n_classes = self._store.model.n_classes if finetuned else 1
+            self._live_preview.prepare(pairs, n_classes, self._inbox.uncertainty)
         self._set_running(True)
         self._message.value = ""
-
-    def _pseudo_cache(self):
-        """Pseudo-labelling work (pixel features, finished planes) kept across Train clicks of this widget."""
-        if self._pseudo is None:
-            from ..training.pseudo import PseudoCache
-
-            self._pseudo = PseudoCache()
-        return self._pseudo
 
     def stop_training(self) -> None:
         """Stop after the current step; the model trained so far is kept."""
@@ -250,8 +249,7 @@ class TrainWidget(Container):
 
     def _on_preview_toggled(self, *_) -> None:
         if self._inbox is not None:
-            self._inbox.preview = bool(self._settings.preview.value) and not self._live_preview.off_this_run
-            self._inbox.preview_interval = float(self._settings.preview_every.value)
+            self._live_preview.apply_settings(self._inbox, self._settings)
 
     def _post_view(self) -> None:
         if self._inbox is not None:
@@ -270,9 +268,8 @@ class TrainWidget(Container):
                 self._inbox.stop()
                 self._run.stopping(f"Stopping: the layer '{layer.name}' was removed.")
                 QTimer.singleShot(0, lambda name=layer.name: self._notice_removed(name))
-            elif layer is self._live_preview.layer:
-                self._live_preview.off_this_run = True
-                self._inbox.preview = False
+            else:
+                self._live_preview.removed_during_run(layer, self._inbox)
         self._live_preview.forget(layer)
 
     def _notice_removed(self, name: str) -> None:
@@ -311,8 +308,8 @@ class TrainWidget(Container):
         kept = self._files.finish_run(done, self._previous, origin)
         self._previous = None
         self._run.done(done, self._store.model, kept, self._files.offering)
-        if kept and self._live_preview.layer is not None:
-            self._live_preview.layer.visible = False  # it shows the run's model, not the one kept
+        if kept:
+            self._live_preview.hide()  # it shows the run's model, not the one kept
         if done.skipped:
             self._report("warning", skipped_warning(done.skipped))
 
@@ -340,55 +337,3 @@ class TrainWidget(Container):
             self._inbox.stop()
         self._runner.abandon()
         self._annotations.abandon()
-
-
-def _run_mode(mode: str | None, pairs: list[tuple]) -> str:
-    """The run's label mode ('Labels are'); corrections carry their own, so with only them it is 'dense'."""
-    if mode is None and pairs and all(is_correction(lab) for _, lab in pairs):
-        return "dense"
-    if mode is None:
-        raise InputError(
-            f"Choose what the labels are in 'Labels are': scribbles ({SCRIBBLES_SHORT}) or complete masks "
-            f"({MASKS_SHORT})."
-        )
-    return mode
-
-
-def _checked(pairs: list[tuple]) -> list[tuple]:
-    """The pairs to train on; ``InputError`` when they cannot be trained on."""
-    if not pairs:
-        raise InputError(
-            "No annotations chosen: tick an image and pick its Labels layer, or click 'New scribble layer' "
-            f"and {PAINT_FIRST}."
-        )
-    for image, labels in pairs:
-        if tuple(labels.data.shape) != c.layer_spatial_shape(image):
-            raise InputError(
-                f"'{labels.name}' has shape {tuple(labels.data.shape)} but '{image.name}' has "
-                f"{c.layer_spatial_shape(image)}: annotations must cover the image pixel for pixel."
-            )
-        if is_correction(labels):
-            if not reviewed_of(labels).any():
-                raise InputError(
-                    f"Nothing in '{labels.name}' is reviewed yet: fix some objects, or click 'Mark plane reviewed' "
-                    "(Predict dock) for a plane that is right as it is. Unreviewed pixels do not train."
-                )
-        elif not np.any(labels.data):
-            raise InputError(f"Nothing is annotated in '{labels.name}': {PAINT_FIRST} first.")
-    return pairs
-
-
-def _session_inputs(pairs: list[tuple], config: TrainConfig) -> tuple[list, list[np.ndarray], list[bool], TrainConfig]:
-    """The session's images (not copied), copies of the annotations (it never sees the live layers; a correction
-    layer as a dense ``Annotation`` of what was reviewed), which images are RGB, and the config with their
-    channel axis."""
-    rgb = [bool(getattr(img, "rgb", False)) for img, _ in pairs]
-    if any(rgb):
-        if not all(rgb):
-            raise InputError("Train on RGB images or on single-channel images, not both at once.")
-        config = dataclasses.replace(config, channel_axis=-1)
-    images = [c.layer_array(img) for img, _ in pairs]
-    labels = [training_labels(lab) for _, lab in pairs]
-    if config.volume and config.anisotropy is None:  # a volume's Z / XY spacing from the layer's scale
-        config = dataclasses.replace(config, anisotropy=anisotropy_from_scale(getattr(pairs[0][0], "scale", None)))
-    return images, labels, rgb, config

@@ -1,5 +1,5 @@
-"""The live preview while training: which region the user looks at, and the Labels layer the session's
-``Preview`` events are drawn into."""
+"""The live preview while training: which region the user looks at, and the layers the session's ``Preview``
+events are drawn into (its labels; with 'Show uncertainty', where the model is unsure)."""
 
 from __future__ import annotations
 
@@ -9,49 +9,104 @@ from .. import layer_roles as roles
 from ..training.events import Preview, View
 from . import _colors as colors
 from . import _common as c
+from ._layer_turns import append_in_turns, in_turns
 
 MAX_MIRRORED_PLANE = 4096 * 4096  # up to this plane size the preview layer holds a whole plane (written in place)
 MIN_VIEW_SIDE = 64  # the preview predicts at least this many pixels per side, so the network sees some context
 
 
 class LivePreview:
-    """The preview layer of one Train dock and the visible region of the running session's images.
+    """The preview layers of one Train dock (the labels and, with 'Show uncertainty', the uncertainty map) and
+    the visible region of the running session's images.
 
     ``note`` says why there is no preview (e.g. a 3D view), for the status line.
     """
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer, message) -> None:
+        from ._uncertainty import UncertaintyPanel
+
         self._viewer = viewer
+        # 'Next unsure region' over the uncertainty layer (shown with 'Show uncertainty')
+        self.unsure = UncertaintyPanel(viewer, message, "tick 'Show uncertainty' (Advanced settings) and train.")
         self.layer = None
         self._image = None  # the image layer the preview layer belongs to
+        self.unsure_layer = None  # the preview's uncertainty layer (an Image, found by 'Next unsure region')
+        self._unsure_image = None
         self.off_this_run = False  # the user removed the preview layer during this run
+        self.unsure_off_this_run = False  # the user removed the uncertainty layer during this run
         self.note = ""
 
     def start_run(self) -> None:
-        self.off_this_run = False
+        self.off_this_run = self.unsure_off_this_run = False
         self.note = ""
 
     def forget(self, layer) -> None:
-        """A layer was removed; if it was the preview layer, the next run adds a new one."""
+        """A layer was removed; if it was a preview layer, the next run adds a new one."""
         if layer is self.layer:
             self.layer = None
+        if layer is self.unsure_layer:
+            self.unsure_layer = None
 
-    def prepare(self, pairs: list[tuple], n_classes: int) -> None:
-        """Add the (empty) preview layer when Train is clicked, so no layer is created while training runs.
+    def apply_settings(self, inbox, settings) -> None:
+        """Hand the preview settings (``_train_settings.PREVIEW``) to the running session: they apply at once."""
+        inbox.preview = bool(settings.preview.value) and not self.off_this_run
+        inbox.preview_interval = float(settings.preview_every.value)
+        inbox.uncertainty = bool(settings.preview_uncertainty.value) and not self.unsure_off_this_run
+
+    def unsure_widgets(self, settings) -> list:
+        """'Next unsure region' and its status line, shown while 'Show uncertainty' is ticked."""
+        widgets = [self.unsure.next, self.unsure.status]
+
+        def follow(*_) -> None:
+            for w in widgets:
+                w.visible = bool(settings.preview_uncertainty.value)
+
+        settings.preview_uncertainty.changed.connect(follow)
+        if not settings.preview_uncertainty.value:
+            follow()  # (never shown before they have a parent: they would pop up as windows)
+        return widgets
+
+    def removed_during_run(self, layer, inbox) -> None:
+        """The user removed a preview layer while training: that part of the preview stops for this run."""
+        if layer is self.layer:
+            self.off_this_run, inbox.preview = True, False
+        elif layer is self.unsure_layer:
+            self.unsure_off_this_run, inbox.uncertainty = True, False
+
+    def hide(self) -> None:
+        """The run's model was not kept: its preview layers show a model that is gone."""
+        for layer in (self.layer, self.unsure_layer):
+            if layer is not None:
+                layer.visible = False
+
+    def prepare(self, pairs: list[tuple], n_classes: int, uncertainty: bool = False) -> None:
+        """Add the (empty) preview layers when Train is clicked, so no layer is created while training runs.
 
         Adding a layer costs napari a few hundred ms on the GUI thread (visuals, layer controls); during
-        training the preview then only writes the predicted box into this layer and refreshes it.
+        training the preview then only writes the predicted box into these layers and refreshes them.
         """
         image = pairs[0][0]
-        if self.layer is not None and self.layer in self._viewer.layers and self._image is image:
-            return
         shape = _plane_shape(image)
         if shape is None:
-            return  # huge planes: the layer is created with the first preview, sized to the predicted box
-        self._add_layer(pairs, image, np.zeros(shape, np.uint8), image.translate, n_classes)
+            return  # huge planes: the layers are created with the first preview, sized to the predicted box
+        if not self._current(self.layer, self._image, image):
+            self._add_layer(pairs, image, np.zeros(shape, np.uint8), image.translate, n_classes)
+        if uncertainty and not self._current(self.unsure_layer, self._unsure_image, image):
+            # in the next event-loop turn: two new layers in one turn would make the click wait twice as long
+            in_turns([("uncertainty layer", lambda: self._prepare_unsure(pairs, image, shape))])
+
+    def _prepare_unsure(self, pairs: list[tuple], image, shape: tuple[int, ...]) -> None:
+        """The empty uncertainty layer, unless a preview made it already (or its image is gone)."""
+        if not self._current(self.unsure_layer, self._unsure_image, image) and image in self._viewer.layers:
+            self._add_unsure(pairs, image, np.zeros(shape, np.float32), image.translate)
+
+    def _current(self, layer, owner, image) -> bool:
+        return layer is not None and layer in self._viewer.layers and owner is image
 
     def _add_layer(self, pairs: list[tuple], image, data: np.ndarray, translate, n_classes: int):
-        layer = self._viewer.add_labels(
+        from napari.layers import Labels
+
+        layer = Labels(
             data,
             name=c.unique_name(self._viewer, f"{image.name} preview"),
             scale=image.scale,
@@ -61,25 +116,49 @@ class LivePreview:
             metadata={roles.ROLE_KEY: roles.PREVIEW},
         )
         layer.editable = False
-        self.layer = layer
-        self._image = image
-        # keep the user's annotation layer on top and active, so painting goes on undisturbed
+        append_in_turns(self._viewer, layer, select=False)  # napari's work for it spread over turns
+        self.layer, self._image = layer, image
+        self._below_annotations(pairs, image, layer)
+        return layer
+
+    def _add_unsure(self, pairs: list[tuple], image, data: np.ndarray, translate):
+        from ._uncertainty import add_uncertainty_layer
+
+        layer = add_uncertainty_layer(self._viewer, image, data, translate, select=False)
+        self.unsure_layer, self._unsure_image = layer, image
+        self._below_annotations(pairs, image, layer)
+        return layer
+
+    def _below_annotations(self, pairs: list[tuple], image, layer) -> None:
+        """Keep the user's annotation layer on top and active, so painting goes on undisturbed."""
         layers = self._viewer.layers
         for img, lab in pairs:
             if img is image and lab in layers:
                 if layers.index(layer) > layers.index(lab):
                     layers.move(layers.index(layer), layers.index(lab))
                 layers.selection.active = lab
-        return layer
 
     def show(self, p: Preview, pairs: list[tuple]) -> None:
-        """Draw the predicted box into the preview layer (a new layer if there is none for this image)."""
+        """Draw the predicted box into the preview layers (new layers if there are none for this image)."""
         image = pairs[p.view.image][0]
+        n_max = int(p.labels.max()) if p.labels.size else 0
+        layer = self._draw(
+            self.layer if self._image is image else None, p, image, p.labels,
+            lambda data, translate: self._add_layer(pairs, image, data, translate, n_max),
+        )  # fmt: skip
+        if n_max > len(layer.colormap.color_dict) - 2:
+            layer.colormap = colors.class_colormap(n_max)
+        if p.uncertainty is not None and not self.unsure_off_this_run:
+            self._draw(
+                self.unsure_layer if self._unsure_image is image else None, p, image, p.uncertainty,
+                lambda data, translate: self._add_unsure(pairs, image, data, translate),
+            )  # fmt: skip
+
+    def _draw(self, layer, p: Preview, image, box: np.ndarray, add):
+        """Write ``box`` (the view's labels or uncertainty) into ``layer``, or into a new one from ``add``."""
         scale = np.asarray(image.scale, float)
         lead = len(p.view.plane)
-        n_max = int(p.labels.max()) if p.labels.size else 0
-        layer = self.layer
-        if layer is not None and (layer not in self._viewer.layers or self._image is not image):
+        if layer is not None and layer not in self._viewer.layers:
             layer = None
         mirrored = _plane_shape(image)
         (r0, r1), (c0, c1) = p.view.rows, p.view.cols
@@ -89,23 +168,22 @@ class LivePreview:
             if layer is None or tuple(layer.data.shape) != mirrored:
                 if layer is not None:
                     self._viewer.layers.remove(layer)
-                layer = self._add_layer(pairs, image, np.zeros(mirrored, np.uint8), translate, n_max)
+                layer = add(np.zeros(mirrored, box.dtype), translate)
             data = layer.data
             data[...] = 0
-            data[(0,) * lead + (slice(r0, r1), slice(c0, c1))] = p.labels
+            data[(0,) * lead + (slice(r0, r1), slice(c0, c1))] = box
         else:
-            data = p.labels.reshape((1,) * lead + p.labels.shape)
+            data = box.reshape((1,) * lead + box.shape)
             translate = np.asarray(image.translate, float) + np.array(p.view.plane + (r0, c0), float) * scale
             if layer is None:
-                layer = self._add_layer(pairs, image, data, translate, n_max)
-        if n_max > len(layer.colormap.color_dict) - 2:
-            layer.colormap = colors.class_colormap(n_max)
+                layer = add(data, translate)
         if not np.allclose(np.asarray(layer.translate, float), translate):
             layer.translate = translate
         if mirrored is not None:
             layer.refresh(thumbnail=False)
         else:
             layer.data = data
+        return layer
 
     def current_view(self, pairs: list[tuple]) -> View | None:
         """The visible box of the preview image, in its data coordinates, or None (e.g. in 3D view).

@@ -1,5 +1,6 @@
-"""Where to paint next, in the Predict dock: the uncertainty map of a prediction as an Image layer, and
-'Next unsure region', which centres the view on the largest unsure region nobody has annotated yet.
+"""Where to paint next, in the Predict dock and beside the Train dock's live preview: the uncertainty map of a
+prediction as an Image layer, and 'Next unsure region', which centres the view on the largest unsure region
+nobody has annotated yet.
 
 The map and the regions are the core's (``uncertainty``: entropy over test-time flips and rotations,
 ``unsure_regions``); this module only adds the layer and moves the view.
@@ -16,6 +17,7 @@ from .. import layer_roles as roles
 from ..errors import InputError
 from . import _common as c
 from ._corrections import is_correction, reviewed_of
+from ._layer_turns import append_in_turns
 from ._pairing import looks_like_truth
 
 COMPUTE_TIP = (
@@ -27,15 +29,38 @@ NEXT_TIP = (
     "Centre the view on the largest unsure region that no annotation layer covers yet (scribbles, or the "
     "reviewed part of a correction); click again for the next one."
 )
+MISSING = "tick 'Uncertainty map' and click Predict."
 COLORMAP = "magma"
 OPACITY = 0.5
+
+
+def add_uncertainty_layer(viewer, image, data: np.ndarray, translate=None, select: bool = True):
+    """An uncertainty layer over ``image`` (after Predict, or the Train dock's live preview): one look for both,
+    and the role by which 'Next unsure region' finds it. Its selection (if ``select``) follows in a later
+    event-loop turn (``_layer_turns``)."""
+    from napari.layers import Image
+
+    layer = Image(
+        data,
+        name=c.unique_name(viewer, f"{image.name} uncertainty"),
+        scale=image.scale[-data.ndim :],
+        translate=image.translate[-data.ndim :] if translate is None else translate,
+        colormap=COLORMAP,
+        opacity=OPACITY,
+        blending="additive",
+        contrast_limits=(0.0, 1.0),
+        metadata={roles.ROLE_KEY: roles.UNCERTAINTY, roles.SOURCE_KEY: image.name},
+    )
+    append_in_turns(viewer, layer, select)
+    return layer
 
 
 class UncertaintyPanel:
     """'Uncertainty map' (computed with the next prediction) and 'Next unsure region'."""
 
-    def __init__(self, viewer, message) -> None:
+    def __init__(self, viewer, message, missing: str = MISSING) -> None:
         self._viewer = viewer
+        self._missing = missing  # what to do when there is no map yet
         self.compute = CheckBox(value=False, text="Uncertainty map (where to paint next)", tooltip=COMPUTE_TIP)
         self.next = PushButton(text="Next unsure region", tooltip=NEXT_TIP)
         self.status = c.wrapping_label()
@@ -59,18 +84,7 @@ class UncertaintyPanel:
 
     def add_layer(self, image, data: np.ndarray):
         """The uncertainty layer of ``image`` (the job's array, filled plane by plane), under the prediction."""
-        layer = self._viewer.add_image(
-            data,
-            name=c.unique_name(self._viewer, f"{image.name} uncertainty"),
-            scale=image.scale[-data.ndim :],
-            translate=image.translate[-data.ndim :],
-            colormap=COLORMAP,
-            opacity=OPACITY,
-            blending="additive",
-            contrast_limits=(0.0, 1.0),
-            metadata={roles.ROLE_KEY: roles.UNCERTAINTY, roles.SOURCE_KEY: image.name},
-        )
-        return layer
+        return add_uncertainty_layer(self._viewer, image, data)
 
     def map_layer(self):
         """The uncertainty layer to search: the selected one, else the last one in the viewer."""
@@ -79,7 +93,7 @@ class UncertaintyPanel:
             return active
         layer = next((lay for lay in reversed(self._viewer.layers) if roles.role(lay) == roles.UNCERTAINTY), None)
         if layer is None:
-            raise InputError("There is no uncertainty map yet: tick 'Uncertainty map' and click Predict.")
+            raise InputError(f"There is no uncertainty map yet: {self._missing}")
         return layer
 
     def annotated(self, layer) -> np.ndarray:

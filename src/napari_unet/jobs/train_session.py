@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import InputError
-from ..training.config import MIN_ROUND_SECONDS, PREVIEW_INTERVAL
+from ..training.config import MIN_ROUND_SECONDS, PREVIEW_INTERVAL, PREVIEW_UNCERTAINTY
 from ..training.continuation import Continuation, Verdict, score
 from ..training.events import (
     STOPPED,
@@ -38,13 +38,16 @@ from .previews import Previewer, Previews
 class Inbox:
     """Thread-safe messages from the GUI thread to the session."""
 
-    def __init__(self, preview: bool = True, preview_interval: float = PREVIEW_INTERVAL) -> None:
+    def __init__(
+        self, preview: bool = True, preview_interval: float = PREVIEW_INTERVAL, uncertainty: bool = PREVIEW_UNCERTAINTY
+    ) -> None:
         self._lock = threading.Lock()
         self._labels: list[np.ndarray] | None = None
         self._view: View | None = None
         self._trainer = None
         self.preview = preview
         self.preview_interval = preview_interval
+        self.uncertainty = uncertainty  # each U-Net preview also maps where the model is unsure
         self.stop_requested = False
 
     def post_labels(self, labels: list[np.ndarray]) -> None:

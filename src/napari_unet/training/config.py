@@ -189,6 +189,10 @@ def default(name: str):
 # defaults of a train session in the viewer (the Train dock), beside the training defaults above
 
 PREVIEW_INTERVAL = 3.0  # seconds between live previews
+PREVIEW_UNCERTAINTY = False  # each live preview also maps where the model is unsure (the Train dock's option)
+# the live preview's uncertainty: one pass's entropy, smoothed ("entropy"), not the 8-pass "tta" of Predict
+# (``uncertainty.METHODS``): it reuses the preview's own probabilities, where TTA costs 7x the preview
+PREVIEW_UNCERTAINTY_METHOD = "entropy"
 MIN_ROUND_SECONDS = 2.0  # new strokes are taken in at most this often
 
 # ---------------------------------------------------------------------------------------------- the other commands

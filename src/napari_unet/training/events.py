@@ -128,6 +128,9 @@ class Preview:
     view: View
     labels: np.ndarray  # (rows, cols) class labels of the view box
     step: int
+    # (rows, cols) float32 in [0, 1] (0 = sure) of the same box when the session maps uncertainty; None otherwise
+    # (not asked, the forest's preview, a volume model)
+    uncertainty: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
