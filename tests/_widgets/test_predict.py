@@ -237,3 +237,22 @@ def test_stack_instance_ids_unique_and_linked_through_z(qtbot, predict_widget, s
     wait_until(qtbot, lambda: not predict_widget.busy, timeout=60)
     linked = predict_widget.outputs[0].data
     np.testing.assert_array_equal(linked[0], linked[2])  # the same objects keep their ids through Z
+
+
+def test_averaging_flips_gives_the_core_tta_labels(qtbot, predict_widget, sample_viewer, tiny_model):
+    """'Average 8 flips' predicts what ``predict(..., tta=True)`` does; a volume model has no such option."""
+    from napari_unet import UNet, predict
+
+    predict_widget._instances.value = False
+    predict_widget._options.tta.value = True
+    predict_widget._all.value = False
+    image = sample_viewer.layers["nuclei"]
+    predict_widget._images.value = [image]
+    predict_widget.start_prediction()
+    wait_until(qtbot, lambda: not predict_widget.running, timeout=60)
+    (layer,) = predict_widget.outputs
+    expected = predict(tiny_model, np.asarray(image.data), tta=True)
+    assert np.array_equal(layer.data, expected)
+    assert not np.array_equal(expected, predict(tiny_model, np.asarray(image.data)))  # the option did something
+    predict_widget._options.default_instances(UNet(1, 1, 4, 2, spatial_dims=3))
+    assert not predict_widget._options.tta.enabled and not predict_widget._options.tta.value

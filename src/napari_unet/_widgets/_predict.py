@@ -178,6 +178,7 @@ class PredictWidget(Container):
             instances,
             bool(self._polygons.value),
             float(self._stitch.value),
+            bool(self._options.tta.value),
             on_yield=self._on_event,
             on_error=self._on_error,
             on_finish=self._on_finish,

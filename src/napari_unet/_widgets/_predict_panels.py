@@ -120,6 +120,12 @@ class ImageChoice:
         return images
 
 
+TTA_TIP = (
+    "Average the probabilities over the 8 flips and quarter turns of each plane (test-time augmentation): "
+    "steadier outlines, fewer split or merged objects, 8x the prediction time."
+)
+
+
 class OutputOptions:
     """What each prediction gives: instances or classes, Z linking, contours, polygons."""
 
@@ -134,13 +140,14 @@ class OutputOptions:
             label="Link through Z (IoU)",
             tooltip=STITCH_TIP,
         )
+        self.tta = CheckBox(value=False, text="Average 8 flips (8x slower)", tooltip=TTA_TIP)
         self.contours = CheckBox(value=True, text="Show as contours", tooltip="Outline objects over the image")
         self.polygons = CheckBox(
             value=False, text="Add polygons (Shapes layer)", tooltip="One polygon per object, editable and exportable"
         )
 
     def widgets(self) -> list:
-        return [c.heading("Output"), self.instances, c.form(self.stitch), self.contours, self.polygons]
+        return [c.heading("Output"), self.instances, c.form(self.stitch), self.tta, self.contours, self.polygons]
 
     def default_instances(self, model) -> None:
         """A model trained on instance masks predicts objects: splitting them is its default."""
@@ -150,6 +157,12 @@ class OutputOptions:
         if key == self._defaults_for:
             return  # the same model: keep the user's choice
         self._defaults_for = key
+        from ..volume import is_volume_model
+
+        volume = model is not None and is_volume_model(model)
+        self.tta.enabled = not volume  # flips and quarter turns of planes: 2D models only
+        self.tta.value = self.tta.value and not volume
+        self.tta.tooltip = TTA_TIP + (" Not for a volume model (3D)." if volume else "")
         if model is not None and predicts_boundaries(model):
             self.instances.value = True
             self.instances.tooltip = INSTANCES_TIP + " This model learnt object boundaries from instance masks."

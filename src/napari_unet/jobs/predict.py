@@ -68,13 +68,14 @@ def display_polygons(labels: np.ndarray) -> list:
 
 
 def predict_job(
-    model, jobs: Sequence[ImageJob], instances: bool, polygons: bool, stitch_threshold: float = 0.0
+    model, jobs: Sequence[ImageJob], instances: bool, polygons: bool, stitch_threshold: float = 0.0, tta: bool = False
 ) -> Iterator:
     """Fill each job's ``out`` plane by plane (core ``iter_predict``), yielding progress; no Qt, no layers.
 
     ``out`` arrays are created on the GUI thread and shown by the new Labels layers; only this job writes
     them, and the GUI refreshes the layers when it hears of a finished plane. A job with an ``unsure`` array
-    then gets its uncertainty map (``uncertainty.iter_uncertainty``), announced by ``UncertaintyDone``.
+    then gets its uncertainty map (``uncertainty.iter_uncertainty``), announced by ``UncertaintyDone``. ``tta``:
+    probabilities averaged over flips and quarter turns (``prediction.tta_proba``).
     """
     from ..metrics import count_objects
     from ..prediction import iter_predict
@@ -88,6 +89,7 @@ def predict_job(
             channel_axis=job.channel_axis,
             instances=instances,
             stitch_threshold=stitch_threshold if instances else 0.0,
+            tta=tta,
         )
         for n, (idx, labels) in enumerate(planes, start=1):
             job.out[idx] = labels
