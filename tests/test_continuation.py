@@ -183,3 +183,21 @@ def test_a_continued_run_averages_its_weights_with_the_start(tiny_model, blobs):
     fresh = train(image, labels, filters=4, depth=2, blend_previous=0.5,
                   **{k: v for k, v in run.items() if k != "keep_better"})  # fmt: skip
     assert total_steps(fresh) == 3
+
+
+def test_the_running_average_of_weights_follows_each_step(tiny_model):
+    """WeightAverage: an exponential moving average of the floating weights and buffers, copied back at the end."""
+    from napari_unet.training.continuation import WeightAverage
+
+    model = copy.deepcopy(tiny_model)
+    start = _weights(model)
+    average = WeightAverage(model, decay=0.75)
+    average.updates = 100  # past the warm-up, the decay is the one asked for
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.add_(4.0)
+    average.update(model)  # 0.75 x start + 0.25 x (start + 4) = start + 1
+    average.copy_to(model)
+    for a, b in zip(start, _weights(model), strict=True):
+        np.testing.assert_allclose(b, a + 1.0 if a.dtype.kind == "f" else a, rtol=1e-6, atol=1e-6)

@@ -61,7 +61,10 @@ class TrainConfig:
     keep_better: bool = True
     # continuing a model: its weights end as this share of the starting weights + the rest of the trained ones
     # (0: the trained weights alone); keeps a local fix from drifting the whole network (continuation.blend)
-    blend_previous: float = 0.5
+    blend_previous: float = 0.7
+    # continuing a model: the trained weights are the exponential moving average of its steps (0: the last step's),
+    # steadier than where a short run happens to end (continuation.WeightAverage)
+    average_decay: float = 0.98
     mode: str = "auto"  # 'sparse', 'dense' or 'auto'
     multiclass: bool = False  # dense labels are class ids rather than foreground/instances
     # learn object boundaries (background / interior / boundary, see instances.py) so prediction separates
@@ -113,6 +116,8 @@ class TrainConfig:
             raise InputError(f"contrast must be >= 0, got {self.contrast}.")
         if not 0 <= self.self_training < 1:
             raise InputError(f"self_training must be in [0, 1), got {self.self_training}.")
+        if not 0 <= self.average_decay < 1:
+            raise InputError(f"average_decay must be in [0, 1), got {self.average_decay}.")
         if not 0 <= self.blend_previous < 1:
             raise InputError(f"blend_previous must be in [0, 1), got {self.blend_previous}.")
         if not self.correction_weight >= 0:

@@ -77,10 +77,11 @@ MAX_FOCUS_PIXELS = 1 << 22  # above this many training pixels the mistakes are n
 class Continuation:
     """The starting model of a continued run: a copy of its weights and record, its score, its mistakes."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, average_decay: float = 0.0) -> None:
         self.previous = copy.deepcopy(model).eval()
         self.before: float | None = None
         self.focus: list[np.ndarray] | None = None
+        self.average = WeightAverage(model, average_decay) if average_decay > 0 else None
 
     def start(self, trainer) -> None:
         """Score the starting model on the held-out blocks and find its mistakes on the training pixels."""
@@ -103,9 +104,50 @@ class Continuation:
         return Verdict(kept, self.before, after)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's floating weights and buffers, updated after each step.
+
+    The end of a short run is one noisy point of its trajectory (a batch of small patches moves it); the average
+    of its last steps is a steadier model (Polyak averaging, as ``torch.optim.swa_utils``' EMA). The decay warms
+    up as (1 + n) / (10 + n) after n steps (as TensorFlow's ``ExponentialMovingAverage``), so a run of a few steps
+    is not averaged back to where it started.
+    """
+
+    def __init__(self, model, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.tensors = [t.detach().clone() for t in model.state_dict().values() if t.is_floating_point()]
+
+    def update(self, model) -> None:
+        import torch
+
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        current = [t.detach() for t in model.state_dict().values() if t.is_floating_point()]
+        with torch.no_grad():
+            torch._foreach_lerp_(self.tensors, current, 1.0 - decay)
+
+    def copy_to(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for t, a in zip(
+                (t for t in model.state_dict().values() if t.is_floating_point()), self.tensors, strict=True
+            ):
+                t.copy_(a)
+
+
+def follow(trainer) -> None:
+    """After each step of a continued run: the running average of its weights follows (``WeightAverage``)."""
+    cont = getattr(trainer, "continuation", None)
+    if cont is not None and cont.average is not None:
+        cont.average.update(trainer.model)
+
+
 def blend(trainer) -> bool:
     """At the end of a continued run's steps: its weights become the average of the trained and the starting
-    weights (``TrainConfig.blend_previous`` of the start); whether they did.
+    weights (``TrainConfig.blend_previous`` of the start); whether they did. The trained weights are the running
+    average of its last steps where ``TrainConfig.average_decay`` > 0.
 
     A few new strokes pull the whole network towards them for a fix that is local: averaging the weights keeps
     the fix and what the starting model knew (weight-space ensembling of a fine-tuned model with its start,
@@ -115,9 +157,12 @@ def blend(trainer) -> bool:
     """
     cont = getattr(trainer, "continuation", None)
     share = trainer.config.blend_previous
-    if cont is None or share <= 0 or trainer.steps == 0:
+    if cont is None or trainer.steps == 0 or (share <= 0 and cont.average is None):
         return False
-    blend_weights(trainer.model, cont.previous, share)
+    if cont.average is not None:
+        cont.average.copy_to(trainer.model)
+    if share > 0:
+        blend_weights(trainer.model, cont.previous, share)
     return True
 
 
@@ -149,7 +194,7 @@ def begin(trainer):
 
     trainer.continuation = None
     if trainer.steps == 0 and history(trainer.model):
-        trainer.continuation = Continuation(trainer.model)
+        trainer.continuation = Continuation(trainer.model, trainer.config.average_decay)
         trainer.continuation.start(trainer)
         trained = total_steps(trainer.model) >= SELF_TRAIN_MIN_STEPS  # a few steps' labels are worse than the forest's
         if trainer.use_pseudo and trainer.config.pseudo_labels == "auto" and trainer.labeler is None and trained:

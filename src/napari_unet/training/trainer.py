@@ -28,7 +28,7 @@ from ..threads import ThreadChooser, chosen_threads
 from . import selftrain
 from .augmentation import Augmentation
 from .config import MAX_BAD_STEPS, TrainConfig, make_config
-from .continuation import begin, blend, sampler_for, settle
+from .continuation import begin, blend, follow, sampler_for, settle
 from .dataset import TrainingData, prepare_data
 from .events import EPOCHS, NOT_FINITE, PLATEAU, STOPPED, TIME_LIMIT, Done, Epoch, Event, Prepared, Preparing, Step
 from .losses import segmentation_loss, sparse_loss
@@ -197,6 +197,7 @@ class Trainer:
             return float("nan")
         self.optimizer.step()
         self.steps += 1
+        follow(self)  # a continued run's running average of weights (continuation.py)
         return float(loss.detach())
 
     def _undo_step(self, saved: list[torch.Tensor]) -> None:
