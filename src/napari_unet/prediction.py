@@ -110,7 +110,7 @@ def tta_proba(
     dev, precision: str, threads: ThreadChooser | None = None,
 ) -> np.ndarray:  # fmt: skip
     """``tiled_proba`` averaged over the flips and quarter turns of ``TTA``: 8x the network's work for steadier
-    probabilities near boundaries (fewer objects split or merged, see benchmarks/objects_dsb2018.py)."""
+    probabilities near boundaries (on objects its effect is mixed: README, Objects; benchmarks/objects_dsb2018.py)."""
     total = None
     for k, flip in TTA:
         view = np.rot90(plane[..., ::-1] if flip else plane, k, axes=(-2, -1))

@@ -122,7 +122,7 @@ class ImageChoice:
 
 TTA_TIP = (
     "Average the probabilities over the 8 flips and quarter turns of each plane (test-time augmentation): "
-    "steadier outlines, fewer split or merged objects, 8x the prediction time."
+    "steadier probabilities near object outlines, at 8x the prediction time."
 )
 
 
