@@ -201,3 +201,19 @@ def test_the_running_average_of_weights_follows_each_step(tiny_model):
     average.copy_to(model)
     for a, b in zip(start, _weights(model), strict=True):
         np.testing.assert_allclose(b, a + 1.0 if a.dtype.kind == "f" else a, rtol=1e-6, atol=1e-6)
+
+
+def test_a_continued_run_keeps_its_patch_size_on_a_short_budget(blobs, monkeypatch):
+    """A short budget halves the patches of a first run; a continued model keeps the size it learnt at."""
+    import napari_unet.training.schedule as schedule
+
+    monkeypatch.setattr(schedule, "SHORT_RUN_STEPS", 10**9)  # every timed budget counts as short
+    image, labels = blobs
+    run = dict(mode="dense", instances=False, filters=4, depth=2, patch_size=32, batch_size=4, time_limit=60.0,
+               epochs=1, steps_per_epoch=3, threads=1)  # fmt: skip
+    first = Trainer(image, labels, **run)
+    done = list(first.run())[-1]
+    assert first.small_patch == 16 and done.steps == 3
+    again = Trainer(image, labels, model=done.model, **run)
+    list(again.run())
+    assert again.small_patch is None

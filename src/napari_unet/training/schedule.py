@@ -121,6 +121,9 @@ def short_run_patch(cfg: TrainConfig, elapsed: float, step_seconds: float, depth
     ~20 steps of 8 x 128 px; 8.5 s on 2048 x 2048 with scribbles, AVX2 fp32, 6 seeds: Dice 0.61 on average
     with half the side alone, 0.76 with half the batch too; 0.19-0.35 before). Runs that afford more, and
     runs of a number of epochs, are unchanged; a half patch below twice the network's coarsest grid is kept.
+    A continued model is never halved (``Trainer._adapt_patch``): it has learnt at its patch size, half patches
+    shift its batch-norm statistics, and a round of corrections needs few steps (20 s rounds of
+    benchmarks/correction_rounds.py: worst round -0.005 Dice at full size, -0.008 halved; left-half gains +0.061 / +0.056).
     """
     if cfg.time_limit is None or step_seconds <= 0 or cfg.volume:  # volume patches (volume_patch_*) are small
         return None
