@@ -113,7 +113,9 @@ def pseudo_deadline(cfg: TrainConfig, start: float) -> float:
     return math.inf if cfg.time_limit is None else start + cfg.pseudo_time * cfg.time_limit
 
 
-def short_run_patch(cfg: TrainConfig, elapsed: float, step_seconds: float, depth: int) -> tuple[int, int] | None:
+def short_run_patch(
+    cfg: TrainConfig, elapsed: float, step_seconds: float, depth: int, continued: bool = False
+) -> tuple[int, int] | None:
     """(patch side, batch) for a budget that affords fewer than ``SHORT_RUN_STEPS`` steps, else None.
 
     Decided after the second step, with its duration (the first pays one-off costs). Half the side and half
@@ -121,11 +123,11 @@ def short_run_patch(cfg: TrainConfig, elapsed: float, step_seconds: float, depth
     ~20 steps of 8 x 128 px; 8.5 s on 2048 x 2048 with scribbles, AVX2 fp32, 6 seeds: Dice 0.61 on average
     with half the side alone, 0.76 with half the batch too; 0.19-0.35 before). Runs that afford more, and
     runs of a number of epochs, are unchanged; a half patch below twice the network's coarsest grid is kept.
-    A continued model is never halved (``Trainer._adapt_patch``): it has learnt at its patch size, half patches
+    A ``continued`` model is never halved: it has learnt at its patch size, half patches
     shift its batch-norm statistics, and a round of corrections needs few steps (20 s rounds of
     benchmarks/correction_rounds.py: worst round -0.005 Dice at full size, -0.008 halved; left-half gains +0.061 / +0.056).
     """
-    if cfg.time_limit is None or step_seconds <= 0 or cfg.volume:  # volume patches (volume_patch_*) are small
+    if cfg.time_limit is None or step_seconds <= 0 or cfg.volume or continued:  # volume patches are small already
         return None
     affordable = (cfg.time_limit - elapsed) / step_seconds
     smaller = cfg.patch_size // 2

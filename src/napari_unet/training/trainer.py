@@ -212,9 +212,8 @@ class Trainer:
 
     def _adapt_patch(self, elapsed: float, step_seconds: float) -> None:
         """After the second step: a budget of few steps trains on smaller patches (``schedule.short_run_patch``)."""
-        if self.continuation is not None:  # a continued model keeps its patch size (see short_run_patch)
-            return
-        smaller = short_run_patch(self.config, elapsed, step_seconds, getattr(self.model, "depth", 4))
+        depth, continued = getattr(self.model, "depth", 4), self.continuation is not None
+        smaller = short_run_patch(self.config, elapsed, step_seconds, depth, continued)
         if smaller is not None:
             self.small_patch, self.small_batch = smaller
 
