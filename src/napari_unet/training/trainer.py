@@ -212,7 +212,7 @@ class Trainer:
 
     def _adapt_patch(self, elapsed: float, step_seconds: float) -> None:
         """After the second step: a budget of few steps trains on smaller patches (``schedule.short_run_patch``)."""
-        depth, continued = getattr(self.model, "depth", 4), self.continuation is not None
+        depth, continued = getattr(self.model, "depth", 4), getattr(self, "continuation", None) is not None
         smaller = short_run_patch(self.config, elapsed, step_seconds, depth, continued)
         if smaller is not None:
             self.small_patch, self.small_batch = smaller
