@@ -107,8 +107,8 @@ class Continuation:
 class WeightAverage:
     """An exponential moving average of a model's floating weights and buffers, updated after each step.
 
-    The end of a short run is one noisy point of its trajectory (a batch of small patches moves it); the average
-    of its last steps is a steadier model (Polyak averaging, as ``torch.optim.swa_utils``' EMA). The decay warms
+    The end of a short run is one noisy point of its trajectory (the last batches move it); the average of its
+    last steps is a steadier model (Polyak averaging, as ``torch.optim.swa_utils``' EMA). The decay warms
     up as (1 + n) / (10 + n) after n steps (as TensorFlow's ``ExponentialMovingAverage``), so a run of a few steps
     is not averaged back to where it started.
     """
@@ -152,8 +152,8 @@ def blend(trainer) -> bool:
     A few new strokes pull the whole network towards them for a fix that is local: averaging the weights keeps
     the fix and what the starting model knew (weight-space ensembling of a fine-tuned model with its start,
     "WiSE-FT", Wortsman et al. 2022). Measured on 3 rounds of 5 correcting strokes
-    (benchmarks/correction_rounds.py): without it rounds lost up to 0.046 Dice on unseen data (a lower learning
-    rate did not help); with half of the start no round lost more than 0.005.
+    (benchmarks/correction_rounds.py, README "Correct and retrain"): without it rounds lost up to 0.046 Dice on
+    unseen data (a lower learning rate did not help); averaged, with 0.7 of the start, at most 0.007.
     """
     cont = getattr(trainer, "continuation", None)
     share = trainer.config.blend_previous
