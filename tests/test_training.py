@@ -277,6 +277,43 @@ def test_a_budget_of_few_steps_trains_on_smaller_patches(blobs, tiny):
     assert tight.small_patch is None
 
 
+def test_the_short_budget_patch_is_decided_on_two_steps_and_after_the_thread_trial(blobs, tiny):
+    from types import SimpleNamespace
+
+    from napari_unet.threads import ThreadsChoice
+    from napari_unet.training import SHORT_RUN_STEPS
+    from napari_unet.training.schedule import ShortRunPatch
+
+    image, labels = blobs
+    kw = {**tiny, "epochs": None, "time_limit": 10.0, "patch_size": 64}
+    slow_step = 9.0 / (SHORT_RUN_STEPS - 1)  # 99 steps fit: half patches
+    chooser = SimpleNamespace(threads=2, measuring=False, choice=ThreadsChoice(2, 2))
+
+    def steps(trainer, durations, choice=ShortRunPatch()):
+        for n, took in enumerate(durations, start=1):
+            trainer.steps = n
+            choice.observe(trainer, chooser, took, elapsed=1.0)
+
+    noisy = Trainer(image, labels, mode="dense", **kw)
+    steps(noisy, [5.0, 5.0, 9.0 / (SHORT_RUN_STEPS + 1)], ShortRunPatch())  # one slow step 2 alone: not halved
+    assert noisy.small_patch is None
+    slow = Trainer(image, labels, mode="dense", **kw)
+    patch = ShortRunPatch()
+    steps(slow, [5.0, slow_step, slow_step], patch)
+    assert slow.small_patch == 32
+    # the trial then found that one thread runs 1.5x faster than the two that steps 2 and 3 ran at: full patches
+    chooser.choice = ThreadsChoice(1, 2, rates={2: 2.0, 1: 3.0})
+    slow.sampler.patch = 32
+    slow.steps = 10
+    patch.observe(slow, chooser, slow_step, elapsed=1.0)
+    assert slow.small_patch is None and slow.small_batch is None and slow.sampler.patch == 64
+    # no faster count: the half patches stay
+    chooser.choice = ThreadsChoice(2, 2, rates={2: 2.0, 1: 1.0})
+    kept = Trainer(image, labels, mode="dense", **kw)
+    steps(kept, [5.0, slow_step, slow_step, slow_step], ShortRunPatch())
+    assert kept.small_patch == 32
+
+
 def test_self_training_waits_until_the_unet_beats_the_forest(blobs, tiny):
     from napari_unet.training import SELF_TRAIN_MIN_STEPS
 

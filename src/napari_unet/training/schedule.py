@@ -10,16 +10,21 @@
   left, must promise less than ``PLATEAU_GAIN`` (Dice). A score still rising slowly (the demo's Dice went
   0.85 -> 0.87 in 20 s, under the 0.005-per-5-epochs rule alone) keeps the run going: a time limit given is
   used unless nothing more is to be gained from it.
-- A budget that affords fewer than ``SHORT_RUN_STEPS`` steps trains on half-size patches and batches.
+- A budget that affords fewer than ``SHORT_RUN_STEPS`` steps trains on half-size patches and batches; decided
+  on the faster of steps 2 and 3, and once more after the first thread trial (``ShortRunPatch``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import PLATEAU_GAIN, SHORT_RUN_STEPS, TrainConfig
+
+if TYPE_CHECKING:
+    from ..threads import ThreadChooser
 
 
 class Schedule:
@@ -118,7 +123,7 @@ def short_run_patch(
 ) -> tuple[int, int] | None:
     """(patch side, batch) for a budget that affords fewer than ``SHORT_RUN_STEPS`` steps, else None.
 
-    Decided after the second step, with its duration (the first pays one-off costs). Half the side and half
+    Decided on the faster of steps 2 and 3 (``ShortRunPatch``; the first pays one-off costs). Half the side and half
     the batch give eight times the steps, which a few seconds need more than context (10 s on an AVX2 CPU:
     ~20 steps of 8 x 128 px; 8.5 s on 2048 x 2048 with scribbles, AVX2 fp32, 6 seeds: Dice 0.61 on average
     with half the side alone, 0.76 with half the batch too; 0.19-0.35 before). Runs that afford more, and
@@ -134,3 +139,36 @@ def short_run_patch(
     if affordable < SHORT_RUN_STEPS and smaller >= 2 ** (depth + 1):
         return smaller, max(2, cfg.batch_size // 2)  # batch norm needs a few samples
     return None
+
+
+class ShortRunPatch:
+    """When a run decides ``short_run_patch``: on the faster of steps 2 and 3 (the first pays one-off costs, and
+    one step alone is noisy: on the AVX2 emulation one slow second step halved one 60 s run's patches and not
+    the next one's, 775 half-size steps against 157 full-size), then once more when the first thread trial
+    ends. A step timed while the CPU was oversubscribed (a busy neighbour, the default thread count) underrates
+    what the chosen count affords: where the trial found a faster count, the full-size step is scaled by that
+    speed-up and a run that now affords ``SHORT_RUN_STEPS`` steps goes back to full patches."""
+
+    def __init__(self) -> None:
+        self.early: list[float] = []  # durations of steps 2 and 3
+        self.threads: int | None = None  # the count they ran at
+        self.revised = False
+
+    def observe(self, trainer, chooser: ThreadChooser, took: float, elapsed: float) -> None:
+        """After each step of ``trainer`` (it has ``steps``, ``small_patch``, ``_adapt_patch``)."""
+        if trainer.steps in (2, 3):
+            self.early.append(took)
+            self.threads = chooser.threads
+            if trainer.steps == 3:
+                trainer._adapt_patch(elapsed, min(self.early))
+            return
+        rates = chooser.choice.rates
+        if self.revised or not trainer.small_patch or chooser.measuring or len(rates) < 2:
+            return
+        self.revised = True
+        speedup = rates.get(chooser.choice.threads, 0.0) / rates.get(self.threads, math.inf)
+        if speedup > 1.0:
+            trainer.small_patch = trainer.small_batch = None
+            trainer._adapt_patch(elapsed, min(self.early) / speedup)
+            if trainer.small_patch is None:
+                trainer.sampler.patch = trainer.config.patch_size

@@ -33,7 +33,7 @@ from .dataset import TrainingData, prepare_data
 from .events import EPOCHS, NOT_FINITE, PLATEAU, STOPPED, TIME_LIMIT, Done, Epoch, Event, Prepared, Preparing, Step
 from .losses import segmentation_loss, sparse_loss
 from .patches import PatchSampler
-from .schedule import Schedule, pseudo_deadline, short_run_patch
+from .schedule import Schedule, ShortRunPatch, pseudo_deadline, short_run_patch
 from .validation import blocks_dice, predict_blocks, split_validation
 from .verdict import judge_trainer, verdict_fields
 from .volume_data import prepare_volume_data
@@ -211,7 +211,7 @@ class Trainer:
             group["lr"] = self.config.learning_rate * self.schedule.lr_scale(self.steps, fraction)
 
     def _adapt_patch(self, elapsed: float, step_seconds: float) -> None:
-        """After the second step: a budget of few steps trains on smaller patches (``schedule.short_run_patch``)."""
+        """After step 3 (``ShortRunPatch``): a budget of few steps trains on smaller patches (``schedule.short_run_patch``)."""
         depth, continued = getattr(self.model, "depth", 4), getattr(self, "continuation", None) is not None
         smaller = short_run_patch(self.config, elapsed, step_seconds, depth, continued)
         if smaller is not None:
@@ -284,7 +284,7 @@ class Trainer:
         refresh = self.use_pseudo and cfg.self_training > 0
         epoch_losses: list[float] = []
         elapsed = time.perf_counter() - start
-        bad_in_a_row = 0
+        bad_in_a_row, patch = 0, ShortRunPatch()
         step_seconds = 0.0  # recent step duration, so the last step does not overrun the budget
         val_seconds = 0.0  # the last validation's duration: one more runs after the last step
         while not self._stop:
@@ -306,8 +306,7 @@ class Trainer:
             loss = self.train_step(fraction)
             chooser.observe(took := time.perf_counter() - step_start)  # the step rate chooses the threads
             step_seconds = took if not self.steps or step_seconds == 0 else 0.8 * step_seconds + 0.2 * took
-            if self.steps == 2:  # the first step pays one-off costs (kernels, the optimizer's imports): not it
-                self._adapt_patch(time.perf_counter() - start, took)
+            patch.observe(self, chooser, took, time.perf_counter() - start)  # a short budget: half patches?
             elapsed = time.perf_counter() - start
             if not math.isfinite(loss):
                 bad_in_a_row += 1
