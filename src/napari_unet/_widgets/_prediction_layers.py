@@ -13,7 +13,7 @@ from ..jobs.predict import ImageJob
 from . import _colors as colors
 from . import _common as c
 from ._corrections import tag_prediction
-from ._layer_turns import append_in_turns
+from ._layer_turns import BAND_PIXELS, append_in_turns, refresh_in_turns
 from ._polygons import POLYGON_STYLE
 
 
@@ -34,6 +34,7 @@ class PredictionLayers:
         self.shapes: list = []  # the Shapes layer of each job, or None
         self.outputs: list = []  # Labels layers made by the last run, in order
         self._n_classes = 1
+        self.contours = True  # contours asked for (a large plane gets them when complete: ``finish``)
 
     def start(self, jobs: list[ImageJob], sources: list, n_classes: int) -> None:
         self.jobs, self.sources, self._n_classes = jobs, sources, n_classes
@@ -68,7 +69,9 @@ class PredictionLayers:
         # styled before it is in the viewer, so napari draws it once
         if not instances:  # classes in the palette of the strokes, legend and preview
             layer.colormap = colors.class_colormap(max(1, self._n_classes))
-        layer.contour = 1 if contours else 0
+        # a large plane's contours come with its one redraw when complete (each redraw recomputes them)
+        self.contours = contours
+        layer.contour = 1 if contours and np.prod(job.out.shape[-2:]) <= BAND_PIXELS else 0
         layer.editable = False  # the job writes planes into its array: no painting until the image is done
         tag_prediction(layer)
         append_in_turns(self._viewer, layer)
@@ -109,13 +112,16 @@ class PredictionLayers:
             if n_objects is not None:
                 layer.metadata[roles.OBJECTS_KEY] = n_objects
             layer.editable = True
-            layer.refresh()  # the thumbnail too, once
+            # the thumbnail too, once; a large plane in bands, one per event-loop turn, its contours now
+            contour = int(self.contours) if bool(layer.contour) != self.contours else None
+            refresh_in_turns(layer, self._viewer, contour)
         return layer
 
     def complete(self) -> list:
         return [lay for lay in self.outputs if roles.is_complete(lay)]
 
     def set_contours(self, on: bool) -> None:
+        self.contours = on
         for layer in self.outputs:
             if layer in self._viewer.layers:
                 layer.contour = 1 if on else 0
