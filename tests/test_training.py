@@ -289,14 +289,18 @@ def test_the_short_budget_patch_is_decided_on_two_steps_and_after_the_thread_tri
     slow_step = 9.0 / (SHORT_RUN_STEPS - 1)  # 99 steps fit: half patches
     chooser = SimpleNamespace(threads=2, measuring=False, choice=ThreadsChoice(2, 2))
 
-    def steps(trainer, durations, choice=ShortRunPatch()):
+    def steps(trainer, durations, choice):
         for n, took in enumerate(durations, start=1):
             trainer.steps = n
             choice.observe(trainer, chooser, took, elapsed=1.0)
 
+    near = 9.0 / (0.6 * SHORT_RUN_STEPS)  # step 2 says 60 steps fit: near the line, step 3 decides too
     noisy = Trainer(image, labels, mode="dense", **kw)
-    steps(noisy, [5.0, 5.0, 9.0 / (SHORT_RUN_STEPS + 1)], ShortRunPatch())  # one slow step 2 alone: not halved
+    steps(noisy, [5.0, near, 9.0 / (SHORT_RUN_STEPS + 1)], ShortRunPatch())  # one slow step 2 alone: not halved
     assert noisy.small_patch is None
+    far = Trainer(image, labels, mode="dense", **kw)
+    steps(far, [5.0, 9.0 / (0.4 * SHORT_RUN_STEPS)], ShortRunPatch())  # 40 steps fit: halved after step 2
+    assert far.small_patch == 32
     slow = Trainer(image, labels, mode="dense", **kw)
     patch = ShortRunPatch()
     steps(slow, [5.0, slow_step, slow_step], patch)

@@ -142,24 +142,29 @@ def short_run_patch(
 
 
 class ShortRunPatch:
-    """When a run decides ``short_run_patch``: on the faster of steps 2 and 3 (the first pays one-off costs, and
-    one step alone is noisy: on the AVX2 emulation one slow second step halved one 60 s run's patches and not
-    the next one's, 775 half-size steps against 157 full-size), then once more when the first thread trial
-    ends. A step timed while the CPU was oversubscribed (a busy neighbour, the default thread count) underrates
-    what the chosen count affords: where the trial found a faster count, the full-size step is scaled by that
-    speed-up and a run that now affords ``SHORT_RUN_STEPS`` steps goes back to full patches."""
+    """When a run decides ``short_run_patch``: after step 2 (the first pays one-off costs), or, when step 2 puts
+    the run near the line (at least half of ``SHORT_RUN_STEPS`` affordable), on the faster of steps 2 and 3: one
+    step alone is noisy (on the AVX2 emulation one slow second step halved one 60 s run's patches and not the
+    next one's, 775 half-size steps against 157 full-size), but a budget far below the line cannot spare a
+    full-size step (10 s on 2048 x 2048 with scribbles, AVX2: one more cost ~5 half-size steps of 45 and Dice
+    0.84 -> 0.45 on the first run of a process). Then once more when the first thread trial ends: a step
+    timed while the CPU was oversubscribed (a busy neighbour, the default thread count) underrates what the
+    chosen count affords; where the trial found a faster count, the full-size step is scaled by that speed-up
+    and a run that now affords ``SHORT_RUN_STEPS`` steps goes back to full patches."""
 
     def __init__(self) -> None:
-        self.early: list[float] = []  # durations of steps 2 and 3
+        self.early: list[float] = []  # durations of the full-size steps timed (2, and 3 near the line)
         self.threads: int | None = None  # the count they ran at
-        self.revised = False
+        self.revised = self.waiting = False
 
     def observe(self, trainer, chooser: ThreadChooser, took: float, elapsed: float) -> None:
-        """After each step of ``trainer`` (it has ``steps``, ``small_patch``, ``_adapt_patch``)."""
-        if trainer.steps in (2, 3):
+        """After each step of ``trainer`` (it has ``config``, ``steps``, ``small_patch``, ``_adapt_patch``)."""
+        if trainer.steps == 2 or (trainer.steps == 3 and self.waiting):
             self.early.append(took)
             self.threads = chooser.threads
-            if trainer.steps == 3:
+            budget = trainer.config.time_limit
+            self.waiting = trainer.steps == 2 and budget is not None and budget - elapsed >= took * SHORT_RUN_STEPS / 2
+            if not self.waiting:  # (near the line, step 3 decides too)
                 trainer._adapt_patch(elapsed, min(self.early))
             return
         rates = chooser.choice.rates
