@@ -146,8 +146,9 @@ class ShortRunPatch:
     the run near the line (at least half of ``SHORT_RUN_STEPS`` affordable), on the faster of steps 2 and 3: one
     step alone is noisy (on the AVX2 emulation one slow second step halved one 60 s run's patches and not the
     next one's, 775 half-size steps against 157 full-size), but a budget far below the line cannot spare a
-    full-size step (10 s on 2048 x 2048 with scribbles, AVX2: one more cost ~5 half-size steps of 45 and Dice
-    0.84 -> 0.45 on the first run of a process). Then once more when the first thread trial ends: a step
+    full-size step (10 s on 2048 x 2048 with scribbles, AVX2: deciding after step 3 cost ~5 of ~50 half-size
+    steps, and Dice fell from 0.84-0.86 to 0.34-0.47 in 4 fresh runs each). Then once more when the first
+    thread trial ends: a step
     timed while the CPU was oversubscribed (a busy neighbour, the default thread count) underrates what the
     chosen count affords; where the trial found a faster count, the full-size step is scaled by that speed-up
     and a run that now affords ``SHORT_RUN_STEPS`` steps goes back to full patches."""
