@@ -105,6 +105,29 @@ def test_duplicate_of_a_prediction_becomes_a_correction(sample_viewer, predicted
     assert any("copy of a prediction" in m for m in messages["info"])
 
 
+def test_the_layers_menu_corrects_the_selected_prediction(sample_viewer, predicted, messages):
+    from app_model.types import MenuItem
+    from napari._app_model import get_app_model
+
+    app = get_app_model()
+    command = "napari-unet-trainer.correct_prediction"
+    items = [i for i in app.menus.get_menu("napari-unet-trainer.segment") if isinstance(i, MenuItem)]
+    assert any(i.command.id == command for i in items)  # Layers > Segment > U-Net
+    sample_viewer.layers.selection.active = sample_viewer.layers["nuclei"]
+    app.commands.execute_command(command).result()
+    assert any("'nuclei' is not a finished prediction" in m for m in messages["error"])
+    assert sample_viewer.layers.selection.active is sample_viewer.layers["nuclei"]  # nothing made
+    (prediction,) = predicted.outputs
+    sample_viewer.layers.selection.active = prediction
+    before = np.array(prediction.data, copy=True)
+    app.commands.execute_command(command).result()  # napari fills in the viewer
+    made = sample_viewer.layers.selection.active
+    assert roles.role(made) == roles.CORRECTIONS and made is not prediction
+    np.testing.assert_array_equal(made.data, before)
+    np.testing.assert_array_equal(prediction.data, before)  # the prediction itself is never edited
+    assert any("Predict dock" in m for m in messages["info"])
+
+
 def test_mark_merge_and_split_from_the_dock(sample_viewer, predicted):
     layer = predicted.make_editable()
     panel = predicted._corrections

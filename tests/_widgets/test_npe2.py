@@ -31,7 +31,8 @@ def test_widgets_and_menu_are_contributed():
     assert any(
         getattr(item, "submenu", None) == "napari-unet-trainer.segment" for item in menus["napari/layers/segment"]
     )
-    assert [item.command for item in menus["napari-unet-trainer.segment"]] == list(widgets.values())
+    commands = [*widgets.values(), "napari-unet-trainer.correct_prediction"]
+    assert [item.command for item in menus["napari-unet-trainer.segment"]] == commands
 
 
 def test_plugin_dock_widgets_open(make_napari_viewer):
