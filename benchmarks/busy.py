@@ -87,11 +87,19 @@ def demo_run(seconds: float, seed: int) -> dict:
 def predict_run(model, side: int) -> dict:
     image = np.tile(nuclei(), (side // 512 + 1, side // 512 + 1))[:side, :side]
     nu.predict(model, image)  # warm-up: the network and the tile choice for this size (timed once per machine)
+    from napari_unet import threads
+
+    threads._LAST.pop("predict", None)  # this run's choice, not an earlier run's (a plane may be too short for one)
+    # a user's click comes seconds after the last run, not within the 0.3 s the CPU use of other processes since
+    # then needs to be read (``threads.others_since_last_run``): a plane of 3-9 batches of tiles is too short a
+    # run for a trial, so that reading is its only guess
+    time.sleep(1.0)
     start = time.perf_counter()
     nu.predict(model, image)
     seconds = time.perf_counter() - start
     choice = last_choice("predict")
-    return dict(mpx=side * side / 1e6 / seconds, threads=choice.summary() if choice else "")
+    fixed = f"{threads.default_threads()} threads (too few tiles to measure)"
+    return dict(mpx=side * side / 1e6 / seconds, threads=choice.summary() if choice else fixed)
 
 
 def row(name: str, results: dict[str, dict]) -> None:

@@ -132,6 +132,16 @@ def test_busy_machine_runs_fewer_threads_and_says_why():
     assert machine.count == 2
 
 
+def test_a_run_too_short_for_the_trial_on_a_busy_cpu_ends_on_fewer_threads():
+    machine = FakeMachine({2: 0.45, 1: 0.2})  # a plane of a few tiles beside a busy neighbour
+    chooser = _chooser(machine, unit="tiles")
+    machine.run(chooser, 5)  # the warm-up saw a busy core: one thread from then on, before the trial ends
+    assert machine.history == [1] and chooser.threads == 1 and chooser.measuring
+    assert chooser.choice.summary() == "1 thread (started with fewer: other processes kept 1.0 cores busy)"
+    machine.run(chooser, 30)  # a longer run: the trial compares both and keeps the faster
+    assert chooser.threads == 1 and set(chooser.choice.rates) == {1, 2}
+
+
 def test_a_drop_in_rate_measures_again():
     machine = FakeMachine({2: 0.1, 1: 0.18})
     chooser = _chooser(machine)
