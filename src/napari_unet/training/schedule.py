@@ -11,7 +11,8 @@
   0.85 -> 0.87 in 20 s, under the 0.005-per-5-epochs rule alone) keeps the run going: a time limit given is
   used unless nothing more is to be gained from it.
 - A budget that affords fewer than ``SHORT_RUN_STEPS`` steps trains on half-size patches and batches; decided
-  on the faster of steps 2 and 3, and once more after the first thread trial (``ShortRunPatch``).
+  after step 2 (near the line, on the faster of steps 2 and 3) and once more after the first thread trial
+  (``ShortRunPatch``).
 """
 
 from __future__ import annotations
@@ -123,9 +124,9 @@ def short_run_patch(
 ) -> tuple[int, int] | None:
     """(patch side, batch) for a budget that affords fewer than ``SHORT_RUN_STEPS`` steps, else None.
 
-    Decided on the faster of steps 2 and 3 (``ShortRunPatch``; the first pays one-off costs). Half the side and half
-    the batch give eight times the steps, which a few seconds need more than context (10 s on an AVX2 CPU:
-    ~20 steps of 8 x 128 px; 8.5 s on 2048 x 2048 with scribbles, AVX2 fp32, 6 seeds: Dice 0.61 on average
+    Decided by ``ShortRunPatch`` from the durations of the first steps but the first (it pays one-off costs).
+    Half the side and half the batch give eight times the steps, which a few seconds need more than context
+    (10 s on an AVX2 CPU: ~20 steps of 8 x 128 px; 8.5 s on 2048 x 2048 with scribbles, AVX2 fp32, 6 seeds: Dice 0.61 on average
     with half the side alone, 0.76 with half the batch too; 0.19-0.35 before). Runs that afford more, and
     runs of a number of epochs, are unchanged; a half patch below twice the network's coarsest grid is kept.
     A ``continued`` model is never halved: it has learnt at its patch size, half patches
@@ -148,10 +149,9 @@ class ShortRunPatch:
     next one's, 775 half-size steps against 157 full-size), but a budget far below the line cannot spare a
     full-size step (10 s on 2048 x 2048 with scribbles, AVX2: deciding after step 3 cost ~5 of ~50 half-size
     steps, and Dice fell from 0.84-0.86 to 0.34-0.47 in 4 fresh runs each). Then once more when the first
-    thread trial ends: a step
-    timed while the CPU was oversubscribed (a busy neighbour, the default thread count) underrates what the
-    chosen count affords; where the trial found a faster count, the full-size step is scaled by that speed-up
-    and a run that now affords ``SHORT_RUN_STEPS`` steps goes back to full patches."""
+    thread trial ends: a step timed while the CPU was oversubscribed (a busy neighbour, the default thread
+    count) underrates what the chosen count affords; where the trial found a faster count, the full-size step
+    is scaled by that speed-up and a run that now affords ``SHORT_RUN_STEPS`` steps goes back to full patches."""
 
     def __init__(self) -> None:
         self.early: list[float] = []  # durations of the full-size steps timed (2, and 3 near the line)

@@ -211,7 +211,7 @@ class Trainer:
             group["lr"] = self.config.learning_rate * self.schedule.lr_scale(self.steps, fraction)
 
     def _adapt_patch(self, elapsed: float, step_seconds: float) -> None:
-        """After step 3 (``ShortRunPatch``): a budget of few steps trains on smaller patches (``schedule.short_run_patch``)."""
+        """After step 2 or 3 (``ShortRunPatch``): a budget of few steps trains on smaller patches (``schedule.short_run_patch``)."""
         depth, continued = getattr(self.model, "depth", 4), getattr(self, "continuation", None) is not None
         smaller = short_run_patch(self.config, elapsed, step_seconds, depth, continued)
         if smaller is not None:
